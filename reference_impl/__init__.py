@@ -1,0 +1,103 @@
+"""reference_impl: from-scratch re-implementations of the custom layers and utilities inside transformers.
+
+Every public name is the one transformers uses, so `from transformers.pytorch_utils import Conv1D` can be swapped
+for `from reference_impl import Conv1D` and the two read side by side. Names are imported lazily (on first use),
+so `import reference_impl` stays fast and a lesson only pays for the component it teaches.
+
+Where each name lives, and the transformers module it mirrors, is the table `_EXPORTS` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module of reference_impl that defines it (mirrored transformers module in the comment)
+_EXPORTS: dict[str, str] = {
+    # transformers.pytorch_utils
+    "Conv1D": "conv1d",
+    "conv1d_to_linear": "conv1d",
+    "linear_to_conv1d": "conv1d",
+    "apply_chunking_to_forward": "chunking",
+    "prune_linear_layer": "pruning",
+    "prune_conv1d_layer": "pruning",
+    "prune_layer": "pruning",
+    "find_pruneable_heads_and_indices": "pruning",
+    "prune_heads": "pruning",
+    # transformers.modeling_layers / modeling_utils
+    "GradientCheckpointingLayer": "checkpointing",
+    "set_gradient_checkpointing": "checkpointing",
+    # transformers.modeling_utils (attention registry) and integrations.sdpa_attention
+    "AttentionInterface": "attention",
+    "ALL_ATTENTION_FUNCTIONS": "attention",
+    "eager_attention_forward": "attention",
+    # transformers.masking_utils
+    "AttentionMaskInterface": "masking",
+    "ALL_MASK_ATTENTION_FUNCTIONS": "masking",
+    "causal_mask_function": "masking",
+    "sliding_window_causal_mask_function": "masking",
+    "chunked_causal_mask_function": "masking",
+    "padding_mask_function": "masking",
+    "packed_sequence_mask_function": "masking",
+    "and_masks": "masking",
+    "or_masks": "masking",
+    "sdpa_mask": "masking",
+    "eager_mask": "masking",
+    # transformers.modeling_rope_utils and models/llama/modeling_llama
+    "ROPE_INIT_FUNCTIONS": "rope",
+    "dynamic_rope_update": "rope",
+    "RotaryEmbedding": "rope",
+    "rotate_half": "rope",
+    "apply_rotary_pos_emb": "rope",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reference_impl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"reference_impl.{module}"), name)
+    globals()[name] = value  # cache: the next lookup is a plain attribute read
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from reference_impl.attention import ALL_ATTENTION_FUNCTIONS, AttentionInterface, eager_attention_forward
+    from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
+    from reference_impl.chunking import apply_chunking_to_forward
+    from reference_impl.conv1d import Conv1D, conv1d_to_linear, linear_to_conv1d
+    from reference_impl.masking import (
+        ALL_MASK_ATTENTION_FUNCTIONS,
+        AttentionMaskInterface,
+        and_masks,
+        causal_mask_function,
+        chunked_causal_mask_function,
+        eager_mask,
+        or_masks,
+        packed_sequence_mask_function,
+        padding_mask_function,
+        sdpa_mask,
+        sliding_window_causal_mask_function,
+    )
+    from reference_impl.pruning import (
+        find_pruneable_heads_and_indices,
+        prune_conv1d_layer,
+        prune_heads,
+        prune_layer,
+        prune_linear_layer,
+    )
+    from reference_impl.rope import (
+        ROPE_INIT_FUNCTIONS,
+        RotaryEmbedding,
+        apply_rotary_pos_emb,
+        dynamic_rope_update,
+        rotate_half,
+    )
