@@ -117,7 +117,8 @@ class PeakMemory(TorchDispatchMode):
         >>> mem.peak_bytes, mem.current_bytes
         (8192, 4096)
 
-    Views share their base's storage and are counted once; in-place ops add nothing.
+    Views share their base's storage and add nothing (a view of a tensor made before the block is not
+    counted either); in-place ops add nothing.
     """
 
     def __init__(self, baseline: Iterable[torch.Tensor] = ()) -> None:
@@ -144,8 +145,10 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
+        # An output that shares an input's storage (a view, an in-place result) allocated nothing new.
+        inputs = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and id(t.untyped_storage()) not in inputs:
                 self._track(t)
         return out
 

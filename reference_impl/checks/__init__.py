@@ -11,5 +11,6 @@ from reference_impl.checks._core import (
     passed,
     student_call,
 )
+from reference_impl.checks.warmup import check_row_sums
 
-__all__ = ["CheckFailed", "ExerciseNotFinished", "check_tensor", "first_difference", "passed", "student_call"]
+__all__ = ["CheckFailed", "check_row_sums", "ExerciseNotFinished", "check_tensor", "first_difference", "passed", "student_call"]

@@ -1,0 +1,79 @@
+"""The distribution itself: metadata, conda/pip agreement, the re-exported names."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import reference_impl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
+
+
+def _environment_pip_lines() -> list[str]:
+    # environment.yml is simple enough to read without a YAML parser: the "- " lines under "- pip:".
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    return [line.strip()[2:].strip() for line in lines[start + 1 :] if line.strip().startswith("- ")]
+
+
+def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
+    project = _pyproject()["project"]
+    declared = {_name(r): r for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    in_conda = {_name(r): r for r in _environment_pip_lines() if r != "-e ."}
+    assert "-e ." in _environment_pip_lines(), "environment.yml must install the project itself (- -e .)"
+    assert set(in_conda) == set(declared), (
+        f"environment.yml and pyproject.toml list different packages: "
+        f"only in environment.yml {sorted(set(in_conda) - set(declared))}, "
+        f"only in pyproject.toml {sorted(set(declared) - set(in_conda))}"
+    )
+    for name, req in declared.items():
+        if name == "torch":
+            continue  # pyproject says torch>=2.6; both install commands pin the CPU build 2.13.0 (see README)
+        assert in_conda[name] == req, f"{name}: environment.yml says {in_conda[name]!r}, pyproject.toml {req!r}"
+
+
+def test_transformers_pin_is_the_same_everywhere() -> None:
+    from reference_impl.envcheck import PINNED_TRANSFORMERS
+
+    project = _pyproject()["project"]
+    pins = {r for r in project["optional-dependencies"]["dev"] + project["optional-dependencies"]["lessons"] if r.startswith("transformers")}
+    assert pins == {f"transformers=={PINNED_TRANSFORMERS}"}, pins
+    assert f"transformers=={PINNED_TRANSFORMERS}" in (ROOT / "README.md").read_text()
+
+
+def test_package_is_typed() -> None:
+    assert (Path(reference_impl.__file__).parent / "py.typed").is_file()
+    assert "py.typed" in _pyproject()["tool"]["setuptools"]["package-data"]["reference_impl"]
+
+
+@pytest.mark.parametrize("name", sorted(reference_impl._EXPORTS))
+def test_every_reexported_name_resolves_to_its_module(name: str) -> None:
+    obj = getattr(reference_impl, name)
+    module = importlib.import_module(f"reference_impl.{reference_impl._EXPORTS[name]}")
+    assert getattr(module, name) is obj
+
+
+def test_unknown_name_raises_attribute_error_naming_it() -> None:
+    with pytest.raises(AttributeError, match="no_such_layer"):
+        reference_impl.no_such_layer  # noqa: B018
+
+
+def test_pytest_runs_every_lesson_through_nbval_in_strict_mode() -> None:
+    opts = _pyproject()["tool"]["pytest"]["ini_options"]
+    assert "lessons" in opts["testpaths"] and "tests" in opts["testpaths"]
+    assert "--nbval" in opts["addopts"] and "--nbval-lax" not in opts["addopts"]
+    assert "--nbval-current-env" in opts["addopts"]
+    assert any(o.startswith("--nbval-sanitize-with") for o in opts["addopts"])
