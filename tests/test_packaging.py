@@ -29,9 +29,22 @@ def _environment_pip_lines() -> list[str]:
     return [line.strip()[2:].strip() for line in lines[start + 1 :] if line.strip().startswith("- ")]
 
 
+def _expand_extra(extra: str) -> list[str]:
+    """The requirements of an extra, with self-references (`name[a,b]`) replaced by those extras' lists."""
+    project = _pyproject()["project"]
+    found = []
+    for req in project["optional-dependencies"][extra]:
+        if _name(req) == project["name"]:
+            for sub in req[req.index("[") + 1 : req.index("]")].split(","):
+                found.extend(_expand_extra(sub.strip()))
+        else:
+            found.append(req)
+    return found
+
+
 def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
     project = _pyproject()["project"]
-    declared = {_name(r): r for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    declared = {_name(r): r for r in project["dependencies"] + _expand_extra("dev")}
     in_conda = {_name(r): r for r in _environment_pip_lines() if r != "-e ."}
     assert "-e ." in _environment_pip_lines(), "environment.yml must install the project itself (- -e .)"
     assert set(in_conda) == set(declared), (
@@ -48,8 +61,7 @@ def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
 def test_transformers_pin_is_the_same_everywhere() -> None:
     from reference_impl.envcheck import PINNED_TRANSFORMERS
 
-    project = _pyproject()["project"]
-    pins = {r for r in project["optional-dependencies"]["dev"] + project["optional-dependencies"]["lessons"] if r.startswith("transformers")}
+    pins = {r for r in _expand_extra("dev") + _expand_extra("lessons") if r.startswith("transformers")}
     assert pins == {f"transformers=={PINNED_TRANSFORMERS}"}, pins
     assert f"transformers=={PINNED_TRANSFORMERS}" in (ROOT / "README.md").read_text()
 
