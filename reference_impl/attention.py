@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ def eager_attention_forward(
     Returns:
         attn_output (B, T, H, D), contiguous; attn_weights (B, H, T, S) in the query's dtype.
     """
-    B, H, T, D = query.shape
+    B, H, T = query.shape[:3]
     H_kv, S = key.shape[1], key.shape[2]
     if H % H_kv != 0:
         raise ValueError(f"query has {H} heads and key {H_kv}; the key/value heads must divide the query heads")
@@ -115,7 +115,7 @@ def eager_attention_forward(
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value_states)  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
-    attn_output = attn_output.transpose(1, 2).contiguous()  # (B, H, T, D) -> (B, T, H, D)
+    attn_output = attn_output.contiguous()
     return attn_output, attn_weights
 
 
@@ -237,7 +237,7 @@ class AttentionInterface(GeneralInterface):
     `fn(module, query, key, value, attention_mask, scaling=..., dropout=...)`.
     """
 
-    _global_mapping = {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
+    _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
     _kind = "attention function"
     _example_call = (("module", "query", "key", "value", "attention_mask"), dict(scaling=1.0, dropout=0.0))
 

@@ -91,7 +91,9 @@ def apply_chunking_to_forward(
     _check_not_empty(input_tensors)
     _check_arity(forward_fn, len(input_tensors))
     if chunk_size < 0:
-        raise ValueError(f"chunk_size={chunk_size} is negative: expected 0 (no chunking) or a positive length")
+        raise ValueError(
+            f"chunk_size={chunk_size} is negative: expected 0 (no chunking) or a positive length"
+        )
     if chunk_size == 0:
         return forward_fn(*input_tensors)
 
@@ -106,7 +108,7 @@ def apply_chunking_to_forward(
     # Each input becomes num_chunks views (no copy) of length chunk_size along chunk_dim.
     chunks_per_input = [t.chunk(num_chunks, dim=chunk_dim) for t in input_tensors]
     # Call k gets the k-th chunk of every input; only one call's intermediates are alive at a time.
-    output_chunks = [forward_fn(*chunk_k) for chunk_k in zip(*chunks_per_input)]
+    output_chunks = [forward_fn(*chunk_k) for chunk_k in zip(*chunks_per_input, strict=True)]
     return torch.cat(output_chunks, dim=chunk_dim)
 
 
@@ -253,7 +255,9 @@ def probe_chunking_safety(
     n = _chunked_length(chunk_dim, input_tensors)
     sizes = list(_divisors(n)[:-1] if chunk_sizes is None else chunk_sizes)
     if not sizes:
-        raise ValueError(f"chunk_sizes={chunk_sizes} leaves nothing to try for length {n}: pass sizes dividing {n}")
+        raise ValueError(
+            f"chunk_sizes={chunk_sizes} leaves nothing to try for length {n}: pass sizes dividing {n}"
+        )
     if random_trials < 0:
         raise ValueError(f"random_trials={random_trials} is negative: expected 0 or more")
 

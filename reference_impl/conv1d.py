@@ -7,12 +7,14 @@ lessons/02_conv1d_vs_linear.ipynb.
     nn.Linear(nx, nf): y = x @ A.T + b    A: (nf, nx)  "out x in", as PyTorch stores it;  A = W.T
 
 # NOTE [ Why is it called a 1D convolution? ]
-# OpenAI's GPT code (TensorFlow, 2018) wrote every projection as a 1-D convolution with a kernel of width 1
-# over the sequence: `conv1d(x, scope, nf, rf=1)`. A width-1 convolution looks at one position at a time, so it
-# is exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
-# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. TensorFlow stores that kernel as
-# (width, in, out), so after dropping the width the checkpoint holds `(nx, nf)` = "in x out". GPT-2 reused the
-# code and the layout; transformers keeps the name and layout so the original checkpoints load unchanged
+# OpenAI's GPT code (openai/finetune-transformer-lm, TensorFlow, 2018) wrote every projection as a 1-D
+# convolution over the sequence, `conv1d(x, scope, nf, rf)`, with a kernel variable of shape (rf, nx, nf):
+# width rf, nx in, nf out. Every projection used rf=1, for which the code ran a matmul instead of
+# `tf.nn.conv1d` ("#faster 1x1 conv"). A width-1 convolution looks at one position at a time, so it is
+# exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
+# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. Drop the width and the
+# checkpoint holds (nx, nf) = "in x out". GPT-2 (openai/gpt-2) kept the function, the (1, nx, nf) variables
+# and the name; transformers keeps the name and the layout so those checkpoints load unchanged
 # (huggingface/transformers#311). `conv1d_to_nn_conv1d` below builds the width-1 nn.Conv1d, to show it.
 
 # NOTE [ Non-contiguous inputs: where we differ from transformers ]
@@ -125,7 +127,7 @@ def conv1d_to_linear(conv: Conv1D) -> nn.Linear:
     The new layer owns fresh storage (changing it does not change `conv`) and has the same dtype, device and
     `requires_grad` as `conv`. Its weights are the same numbers, bitwise; its outputs agree with `conv`'s to
     float rounding (a few ulp in fp32), and are often bitwise equal: the two layouts reach BLAS with different
-    transpose flags, which may pick a different kernel and summation order (lesson 02 measures where).
+    transpose flags, which may pick a different kernel and summation order (lesson 02, sections 4 and 6).
 
     Accepts our `Conv1D` or any module with the same layout (transformers' `Conv1D` included); anything else
     raises `TypeError` naming its type.

@@ -89,8 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args, extra = parser.parse_known_args(argv)
     if not args.lessons_dir.is_dir():
-        parser.error(f"lessons_dir={str(args.lessons_dir)!r} is not a folder: run this from a checkout of the workbook")
-    for module, package in (("jupyterlab", "jupyterlab"), ("ipywidgets", "ipywidgets"), ("jupyterlab_widgets", "ipywidgets")):
+        parser.error(
+            f"lessons_dir={str(args.lessons_dir)!r} is not a folder: run this from a checkout of the workbook"
+        )
+    for module, package in (
+        ("jupyterlab", "jupyterlab"),
+        ("ipywidgets", "ipywidgets"),
+        ("jupyterlab_widgets", "ipywidgets"),
+    ):
         if importlib.util.find_spec(module) is None:
             parser.error(f"{module} is not installed in {sys.executable}: pip install {package}")
     command = lab_command(args.lessons_dir.resolve(), extra)

@@ -33,7 +33,7 @@ Differences from transformers, on purpose:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -109,9 +109,11 @@ def padding_mask_function(padding_mask: torch.Tensor) -> MaskFunction:
     """Attend only to real tokens: `padding_mask[batch_idx, kv_idx]`.
 
     Args:
-        padding_mask: `(B, S')` bool, True for real tokens, with `S'` at least the largest key position asked for.
+        padding_mask: `(B, S')`, True or 1 for real tokens, with `S'` at least the largest key position asked for.
+            Converted to bool here (transformers expects it bool already: a 0/1 int mask gives int results there).
     """
     _check_2d("padding_mask", padding_mask)
+    padding_mask = padding_mask.bool()
 
     def padding_mask_fn(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
         return padding_mask[batch_idx, kv_idx]
@@ -286,7 +288,7 @@ class AttentionMaskInterface(GeneralInterface):
     `attention_mask=None` in transformers: causality (and padding) silently lost.
     """
 
-    _global_mapping = {"sdpa": sdpa_mask, "eager": eager_mask}
+    _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {"sdpa": sdpa_mask, "eager": eager_mask}
     _kind = "mask builder"
     _example_call = (
         (),
@@ -311,6 +313,8 @@ def mask_picture(mask: torch.Tensor, q_offset: int = 0) -> str:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected a 2-D (T, S) mask, e.g. mask[0, 0]")
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise ValueError(f"mask has dtype {mask.dtype}; expected bool (True = attend) or additive float (0 = attend)")
     allowed = mask if mask.dtype == torch.bool else mask == 0
     width = len(str(q_offset + mask.shape[0] - 1))
     rows = [f"{q_offset + i:>{width}} " + " ".join("■" if a else "⬚" for a in row.tolist()) for i, row in enumerate(allowed)]

@@ -34,7 +34,9 @@ re-exported here, so `from reference_impl.pruning import prune_heads` works:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -92,6 +94,15 @@ def _check_dim(dim: int) -> None:
         raise ValueError(f"dim={dim!r} must be 0 (keep rows of the weight) or 1 (keep columns of the weight)")
 
 
+@contextmanager
+def _on_meta_device() -> Iterator[None]:
+    """Build modules without memory and without random init (whose RNG draws would shift the caller's stream)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        # An empty index builds a zero-size layer; its (skipped) init would warn that it does nothing.
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        yield
+
+
 def _new_parameter(data: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
     """A parameter on fresh storage with the same dtype, device and requires_grad as `like`."""
     return nn.Parameter(data.detach().clone().contiguous(), requires_grad=like.requires_grad)
@@ -128,8 +139,7 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
     index = index.to(layer.weight.device)
     weight = layer.weight.index_select(dim, index)  # (out, in) -> (K, in) or (out, K)
     out_features, in_features = weight.shape
-    # Built on the meta device: no memory and no random init (whose RNG draws would shift the caller's stream).
-    with torch.device("meta"):
+    with _on_meta_device():
         new_layer = nn.Linear(in_features, out_features, bias=layer.bias is not None)
     new_layer.weight = _new_parameter(weight, layer.weight)
     if layer.bias is not None:
@@ -178,7 +188,7 @@ def prune_conv1d_layer(layer: Conv1D, index: torch.Tensor | Sequence[int], dim: 
     index = index.to(layer.weight.device)
     weight = layer.weight.index_select(dim, index)  # (nx, nf) -> (nx, K) or (K, nf)
     nx, nf = weight.shape
-    with torch.device("meta"):
+    with _on_meta_device():
         new_layer = type(layer)(nf, nx)
     new_layer.weight = _new_parameter(weight, layer.weight)
     # Outputs are columns here: the bias is sliced with them, and kept whole when rows (inputs) go.

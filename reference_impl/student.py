@@ -19,12 +19,14 @@ master by these rules:
 
 The build refuses, naming the notebook and the cell (nothing is written, not even the good notebooks):
 a BEGIN without its END, an END without a BEGIN, nested markers, a line that looks like a marker but is not one
-exactly (`## BEGIN SOLUTION`, `### begin solution`: it would leak the solution), a marker in a Markdown cell outside a fenced code example,
-a solution block at the top level of a cell (the placeholder would raise `NotImplementedError` as soon as the
-cell runs, before a self-check can name the exercise: put the solution inside the function's body), an
-exercise whose cell and following cells call no self-check before the next exercise, a student cell that is no
-longer valid Python, and any non-trivial solution line still found in the copy (a traceback or a printed
-source in some other cell's output, a hint in Markdown, metadata).
+exactly (`## BEGIN SOLUTION`, `### begin solution`: it would leak the solution), a marker in a Markdown cell
+outside a fenced code example, a solution block at the top level of a cell (the placeholder would raise
+`NotImplementedError` as soon as the cell runs, before a self-check can name the exercise: put the solution
+inside the function's body), an exercise whose cell and following cells call no self-check before the next
+exercise, a student cell that is no longer valid Python, and any telling solution line still found in the copy
+(a traceback or a printed source in some other cell's output, a hint in Markdown, metadata). A telling line is
+one of at least 12 characters that the master shows nowhere else in its code and that is not in the source of
+`reference_impl` itself (a lesson prints our implementation; an exercise may well re-derive some of its lines).
 
 It never overwrites a notebook a student has changed. A copy on disk is replaced only when its content still
 hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this command,
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -153,8 +156,9 @@ def strip_solutions(source: str) -> tuple[str, list[list[str]]]:
 def solution_lines(master: nbformat.NotebookNode) -> list[str]:
     """The telling lines of a master's solutions: stripped, at least `MIN_TELLING_LINE` characters long.
 
-    Solution blocks and cells tagged `solution` count; a line also found in the master's code outside every
-    solution (the lesson's own demonstration code, a shape comment) is not telling and is left out.
+    Solution blocks and cells tagged `solution` count. A line also found in the master's code outside every
+    solution (the lesson's own demonstration code, a shape comment) or in the source of `reference_impl` (which
+    a lesson shows with `inspect.getsource`, and which every student has installed) is public, so it is left out.
     """
     hidden: list[str] = []
     shown_code: list[str] = []
@@ -169,8 +173,16 @@ def solution_lines(master: nbformat.NotebookNode) -> list[str]:
             shown_code.append(student_source)
             hidden.extend(line for block in blocks for line in block)
     shown = "\n".join(shown_code)
+    public = _package_source()
     telling = {line.strip() for line in hidden}
-    return sorted(t for t in telling if len(t) >= MIN_TELLING_LINE and t not in shown)
+    return sorted(t for t in telling if len(t) >= MIN_TELLING_LINE and t not in shown and t not in public)
+
+
+@functools.cache
+def _package_source() -> str:
+    """The text of every module of reference_impl: public (students have the package), so never a secret."""
+    root = Path(__file__).resolve().parent
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py")))
 
 
 def content_hash(nb: nbformat.NotebookNode) -> str:
@@ -198,7 +210,9 @@ class StudentCopy:
 
     notebook: nbformat.NotebookNode
     exercise_cells: tuple[int, ...]  # indices, in the student copy, of the cells that had a solution block
-    check_cells: tuple[int, ...]  # index of each exercise's verdict: the first cell from it that calls a check
+    check_cells: tuple[
+        int, ...
+    ]  # index of each exercise's verdict: the first cell from it that calls a check
     removed_cells: int  # cells tagged `solution`
 
 
@@ -324,7 +338,9 @@ def make_student_copy(master: nbformat.NotebookNode, *, name: str) -> StudentCop
         "content_sha256": content_hash(nb),
     }
     nbformat.validate(nb)
-    return StudentCopy(notebook=nb, exercise_cells=tuple(exercises), check_cells=tuple(checks), removed_cells=removed)
+    return StudentCopy(
+        notebook=nb, exercise_cells=tuple(exercises), check_cells=tuple(checks), removed_cells=removed
+    )
 
 
 def _changed_on_disk(dest: Path) -> str | None:
@@ -369,7 +385,9 @@ def _write_atomically(nb: nbformat.NotebookNode, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def build(paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *, force: bool = False) -> list[str]:
+def build(
+    paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *, force: bool = False
+) -> list[str]:
     """Write the student copy of every master notebook in `paths` (files or folders) into the folder `out`.
 
     Everything is checked before anything is written: if one master is broken or one copy on disk was changed
@@ -410,8 +428,8 @@ def build(paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], 
         except MasterError as e:
             problems.append(str(e))
             continue
-        except Exception as e:  # a master that is not valid JSON or not a notebook
-            problems.append(f"{master_path}: cannot be read as a notebook: {type(e).__name__}: {e}")
+        except Exception as e:  # a master that is not valid JSON, not a notebook, or invalid once copied
+            problems.append(f"{master_path}: cannot be read or copied as a notebook: {type(e).__name__}: {e}")
             continue
         changed = None
         if dest.is_dir():
@@ -447,7 +465,9 @@ def build(paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference_impl.student", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_impl.student", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write student copies of master lessons (solutions replaced)")
     b.add_argument("paths", nargs="+", help="master .ipynb files or folders of them (e.g. lessons)")

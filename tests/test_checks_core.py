@@ -44,7 +44,10 @@ def test_the_first_differing_index_its_values_and_the_count_are_reported() -> No
     got = expected.clone()
     got[1, 2, 0] = 7.0
     got[1, 2, 3] = 9.0  # later in row-major order: not the one named
-    assert first_difference(got, expected) == "2 of 24 values differ; first at index [1, 2, 0]: got 7, expected 0"
+    assert (
+        first_difference(got, expected)
+        == "2 of 24 values differ; first at index [1, 2, 0]: got 7, expected 0"
+    )
 
 
 def test_a_transposed_answer_names_the_first_off_diagonal_element() -> None:
@@ -145,5 +148,12 @@ def test_success_prints_exactly_one_fixed_line(capsys: pytest.CaptureFixture[str
 
 
 def test_the_checks_package_re_exports_the_core() -> None:
-    for name in ("CheckFailed", "ExerciseNotFinished", "check_tensor", "first_difference", "passed", "student_call"):
+    for name in (
+        "CheckFailed",
+        "ExerciseNotFinished",
+        "check_tensor",
+        "first_difference",
+        "passed",
+        "student_call",
+    ):
         assert getattr(checks, name) is globals()[name], name

@@ -145,12 +145,17 @@ def test_conv1d_leaves_its_input_unchanged() -> None:
 # ---------------------------------------------------------------------------------------------------- conversions
 
 
-def test_conv1d_to_linear_transposes_the_weight_into_fresh_contiguous_storage() -> None:
-    conv = Conv1D(nf=6, nx=4)
+@pytest.mark.parametrize(
+    ("nf", "nx"), [(6, 4), (4, 6), (5, 5)]
+)  # square: where a forgotten transpose is silent
+def test_conv1d_to_linear_transposes_the_weight_into_fresh_contiguous_storage(nf: int, nx: int) -> None:
+    conv = Conv1D(nf=nf, nx=nx)
     linear = conv1d_to_linear(conv)
-    assert isinstance(linear, nn.Linear) and (linear.in_features, linear.out_features) == (4, 6)
+    assert isinstance(linear, nn.Linear) and (linear.in_features, linear.out_features) == (nx, nf)
     assert torch.equal(linear.weight, conv.weight.T) and torch.equal(linear.bias, conv.bias)
     assert linear.weight.is_contiguous()
+    x = torch.randn(3, nx)
+    torch.testing.assert_close(linear(x), conv(x), **FP32_TOL)
     with torch.no_grad():
         linear.weight.zero_()
     assert conv.weight.abs().sum() > 0, "the Linear shares storage with the Conv1D"
@@ -220,10 +225,21 @@ def test_conv1d_is_a_kernel_size_1_convolution_over_the_sequence() -> None:
 dims = st.integers(min_value=1, max_value=24)
 
 
-@given(nx=dims, nf=dims, lead=st.lists(st.integers(1, 4), min_size=0, max_size=2), seed=st.integers(0, 2**16))
+square_or_not = st.one_of(
+    st.none(), dims
+)  # None: nf = nx, a square layer (a forgotten transpose is silent there)
+
+
+@given(
+    nx=dims,
+    nf=square_or_not,
+    lead=st.lists(st.integers(1, 4), min_size=0, max_size=2),
+    seed=st.integers(0, 2**16),
+)
 def test_conv1d_equals_linear_of_w_transposed_and_width_1_conv1d(
-    nx: int, nf: int, lead: list[int], seed: int
+    nx: int, nf: int | None, lead: list[int], seed: int
 ) -> None:
+    nf = nx if nf is None else nf
     torch.manual_seed(seed)
     conv = Conv1D(nf, nx)
     with torch.no_grad():
@@ -238,8 +254,11 @@ def test_conv1d_equals_linear_of_w_transposed_and_width_1_conv1d(
     torch.testing.assert_close(y_cf, y, **FP32_TOL)
 
 
-@given(nx=dims, nf=dims, bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_round_trips_through_both_conversions_are_exact(nx: int, nf: int, bias: bool, seed: int) -> None:
+@given(nx=dims, nf=square_or_not, bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_round_trips_through_both_conversions_are_exact(
+    nx: int, nf: int | None, bias: bool, seed: int
+) -> None:
+    nf = nx if nf is None else nf
     torch.manual_seed(seed)
     conv = Conv1D(nf, nx)
     again = linear_to_conv1d(conv1d_to_linear(conv))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import pytest
 
@@ -14,7 +15,7 @@ from reference_impl.registry import GeneralInterface, scoped_registration
 class Greetings(GeneralInterface):
     """A throwaway registry whose functions take one positional argument."""
 
-    _global_mapping = {"hello": str.upper}
+    _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {"hello": str.upper}
     _example_call = (("name",), {})
 
 
