@@ -115,7 +115,7 @@ def eager_attention_forward(
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value_states)  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
-    attn_output = attn_output.contiguous()
+    attn_output = attn_output.transpose(1, 2).contiguous()  # (B, H, T, D) -> (B, T, H, D)
     return attn_output, attn_weights
 
 

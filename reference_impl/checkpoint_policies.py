@@ -100,14 +100,17 @@ class Segment:
     next_layer: int = 1  # index in `layers` of the layer the model must call next
 
 
-def _run_segment(
-    first_call: functools.partial, later: Sequence[nn.Module], *args: Any
-) -> Any:
-    hidden = first_call(*args)
+def _hidden(output: Any) -> Any:
+    """A layer's hidden states: the output itself, or its first element (transformers 4.x blocks return tuples)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _run_segment(first_call: functools.partial, later: Sequence[nn.Module], *args: Any) -> Any:
+    output = first_call(*args)
     for layer in later:
         # nn.Module.__call__, not layer(...): the later layers' own (checkpointing) __call__ is bypassed.
-        hidden = nn.Module.__call__(layer, hidden, *args[1:], **first_call.keywords)
-    return hidden
+        output = nn.Module.__call__(layer, _hidden(output), *args[1:], **first_call.keywords)
+    return output
 
 
 @dataclass
@@ -141,7 +144,7 @@ class SegmentContinue:
         same_call = (
             self.index == seg.next_layer
             and len(args) == len(seg.other_args) + 1
-            and args[0] is seg.output
+            and args[0] is _hidden(seg.output)
             and all(a is b for a, b in zip(args[1:], seg.other_args))
             and layer_call.keywords.keys() == seg.kwargs.keys()
             and all(layer_call.keywords[k] is v for k, v in seg.kwargs.items())

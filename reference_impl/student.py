@@ -25,8 +25,9 @@ outside a fenced code example, a solution block at the top level of a cell (the 
 inside the function's body), an exercise whose cell and following cells call no self-check before the next
 exercise, a student cell that is no longer valid Python, and any telling solution line still found in the copy
 (a traceback or a printed source in some other cell's output, a hint in Markdown, metadata). A telling line is
-one of at least 12 characters that the master shows nowhere else in its code and that is not in the source of
-`reference_impl` itself (a lesson prints our implementation; an exercise may well re-derive some of its lines).
+one of at least 12 characters, other than a bare `def`/`class` header, that the master shows nowhere else in its
+code and that is not in the source of `reference_impl` itself (a lesson prints our implementation; an exercise
+may well re-derive some of its lines).
 
 It never overwrites a notebook a student has changed. A copy on disk is replaced only when its content still
 hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this command,
@@ -87,6 +88,8 @@ _MARKER_LIKE = re.compile(r"#+\s*(BEGIN|END)\s*SOLUTION", re.IGNORECASE)
 _MARKER_LIKE_LINE = re.compile(r"^\s*#+\s*(BEGIN|END)\s*SOLUTION", re.IGNORECASE)
 # A call of a self-check from reference_impl.checks (`check_my_conv1d(MyConv1D)`).
 _CHECK_CALL = re.compile(r"(?<!def )\bcheck_\w+\s*\(")
+# A bare `def name(args):` / `class Name:` line only names a helper, as hints and prose legitimately do.
+_HEADER = re.compile(r"^(async\s+)?(def|class)\s+\w+.*:\s*(#.*)?$")
 # A solution line shorter than this (`return out`, `x = x.T`) is too generic to call a leak when seen elsewhere.
 MIN_TELLING_LINE = 12
 
@@ -156,7 +159,8 @@ def strip_solutions(source: str) -> tuple[str, list[list[str]]]:
 def solution_lines(master: nbformat.NotebookNode) -> list[str]:
     """The telling lines of a master's solutions: stripped, at least `MIN_TELLING_LINE` characters long.
 
-    Solution blocks and cells tagged `solution` count. A line also found in the master's code outside every
+    Solution blocks and cells tagged `solution` count. A bare `def`/`class` header line is not telling (a hint
+    may name the helper to write). A line also found in the master's code outside every
     solution (the lesson's own demonstration code, a shape comment) or in the source of `reference_impl` (which
     a lesson shows with `inspect.getsource`, and which every student has installed) is public, so it is left out.
     """
@@ -175,7 +179,11 @@ def solution_lines(master: nbformat.NotebookNode) -> list[str]:
     shown = "\n".join(shown_code)
     public = _package_source()
     telling = {line.strip() for line in hidden}
-    return sorted(t for t in telling if len(t) >= MIN_TELLING_LINE and t not in shown and t not in public)
+    return sorted(
+        t
+        for t in telling
+        if len(t) >= MIN_TELLING_LINE and not _HEADER.match(t) and t not in shown and t not in public
+    )
 
 
 @functools.cache

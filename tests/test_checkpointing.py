@@ -523,8 +523,12 @@ def test_frozen_embeddings_under_reentrant_train_the_layers_as_transformers_does
     model.zero_grad(set_to_none=True)
     set_gradient_checkpointing(model, True, {"use_reentrant": True})  # adds enable_input_require_grads' hook
     model(input_ids=ids, labels=ids).loss.backward()
+    params = dict(model.named_parameters())
     for name, grad in expected.items():
-        assert torch.equal(dict(model.named_parameters())[name].grad, grad), name
+        if TF_VERSION.major >= 5:
+            assert torch.equal(params[name].grad, grad), name
+        else:  # 4.57's reentrant recompute with an input that requires grad: equal to ~2e-8, not bitwise
+            torch.testing.assert_close(params[name].grad, grad, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.oracle

@@ -22,8 +22,10 @@ def batch() -> dict[str, torch.Tensor]:
     return {"input_ids": x, "labels": x}
 
 
-def _loss(model, batch) -> torch.Tensor:
-    return model(**batch).loss
+def _loss_in_model_dtype(model, batch) -> torch.Tensor:
+    # transformers' own losses upcast to float32, which would swamp a float64 finite difference.
+    logits = model(input_ids=batch["input_ids"]).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
@@ -68,7 +70,7 @@ def test_masking_heads_of_a_pruned_model_uses_original_numbers(batch) -> None:
 def test_importance_is_the_absolute_gate_gradient_by_central_differences(kind, batch) -> None:
     # From scratch: |dL/dξ| for one head, by (L(1 + ε) - L(1 - ε)) / 2ε in float64.
     model = BUILDERS[kind]().double()
-    scores = head_importance(model, [batch], normalize=False)
+    scores = head_importance(model, [batch], _loss_in_model_dtype, normalize=False)
     eps = 1e-5
     for layer, head in [(0, 2), (2, 1)]:
         losses = []
@@ -76,7 +78,7 @@ def test_importance_is_the_absolute_gate_gradient_by_central_differences(kind, b
             gate = torch.ones(4, dtype=torch.float64)
             gate[head] += sign * eps
             with torch.no_grad(), gate_heads(model, {layer: gate}):
-                losses.append(float(model(**batch).loss))
+                losses.append(float(_loss_in_model_dtype(model, batch)))
         estimate = abs(losses[0] - losses[1]) / (2 * eps)
         assert scores[layer, head].item() == pytest.approx(estimate, rel=1e-4, abs=1e-8)
 
@@ -129,8 +131,10 @@ def test_importance_equals_the_bertology_recipe_with_transformers_4_head_mask(ba
 def test_select_heads_to_prune_golden_value() -> None:
     nan = float("nan")
     importance = torch.tensor([[0.9, 0.1, 0.5, 0.3], [nan, 0.05, nan, 0.6], [0.2, 0.2, 0.7, 0.8]])
-    # 0.05 (1,1) would empty layer 1 with (1,3): skipped after one; ties 0.2 broken by head number.
-    assert select_heads_to_prune(importance, 4) == {0: [1, 3], 2: [0, 1]}
+    # ascending: (1,1) 0.05, (0,1) 0.1, (2,0) 0.2, (2,1) 0.2 (tie: lower head first), (0,3) 0.3, (0,2) 0.5,
+    # (1,3) 0.6 skipped (layer 1 would be left empty), (2,2) 0.7
+    assert select_heads_to_prune(importance, 4) == {0: [1], 1: [1], 2: [0, 1]}
+    assert select_heads_to_prune(importance, 7) == {0: [1, 2, 3], 1: [1], 2: [0, 1, 2]}
     assert select_heads_to_prune(importance, 0) == {}
     with pytest.raises(ValueError, match=r"n_heads=9 heads cannot be pruned while keeping 1 per layer; at most 7"):
         select_heads_to_prune(importance, 9)

@@ -119,8 +119,8 @@ def _run_calls(module, calls, dtype=torch.float32):
 
 DYNAMIC_CALLS = [torch.arange(8)[None], torch.arange(40)[None].expand(2, -1), torch.arange(30)[None],
                  torch.tensor([[41]]), torch.arange(10)[None]]  # grow, keep, decode one past the cache, reset
-LONGROPE_CALLS = [torch.arange(10)[None], torch.arange(40)[None], torch.arange(33)[None], torch.arange(20)[None],
-                  torch.tensor([[32]])]
+LONGROPE_CALLS = [torch.arange(10)[None], torch.arange(40)[None], torch.arange(32)[None], torch.arange(33)[None],
+                  torch.arange(20)[None], torch.tensor([[32]])]  # L0 = 32: exactly at L0 is still short
 
 
 @pytest.mark.oracle
@@ -175,7 +175,7 @@ def test_longrope_switches_between_short_and_long_factors():
         seen.append(rotary.rope_state.last_update)
         expected = short / 4 if seen[-1] == "long" else short
         torch.testing.assert_close(rotary.inv_freq, expected, rtol=1e-6, atol=0)
-    assert seen == ["short", "long", "long", "short", "long"]
+    assert seen == ["short", "long", "short", "long", "short", "long"]
     assert rotary.attention_scaling == pytest.approx(math.sqrt(1 + math.log(4) / math.log(32)))
 
 

@@ -149,8 +149,8 @@ def solution_blocks(nb: nbformat.NotebookNode) -> list[list[str]]:
 
 
 def telling_solution_lines(nb: nbformat.NotebookNode) -> set[str]:
-    """Solution lines (blocks and `solution` cells) of 12+ characters that the master shows nowhere else in code
-    and that are not in reference_impl's own source (public: lessons print it, students have it installed)."""
+    """Solution lines (blocks and `solution` cells) of 12+ characters, not a bare def/class header, that the
+    master shows nowhere else in code and that are not in reference_impl's own source (public: lessons print it, students have it installed)."""
     blocks, outside = split_code(nb)
     hidden = [line for block in blocks for line in block]
     hidden += [
@@ -158,8 +158,11 @@ def telling_solution_lines(nb: nbformat.NotebookNode) -> set[str]:
     ]
     shown = "\n".join(outside)
     package = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "reference_impl").rglob("*.py"))
+    header = re.compile(r"(def|class) \w+[^:]*:$")  # naming a helper (as a hint may) tells nothing
     return {
-        t for t in (line.strip() for line in hidden) if len(t) >= 12 and t not in shown and t not in package
+        t
+        for t in (line.strip() for line in hidden)
+        if len(t) >= 12 and not header.fullmatch(t) and t not in shown and t not in package
     }
 
 
@@ -365,6 +368,21 @@ def test_a_solution_printed_by_another_cell_is_refused_as_a_leak() -> None:
         MasterError, match=r"solution line 'return x \* 3  # three times.*notebook.cells\[8\].outputs"
     ):
         make_student_copy(_with_cell(9, shows), name="90_fixture.ipynb")
+
+
+def test_a_hint_may_name_a_helper_but_not_quote_its_body() -> None:
+    nb = fixture_master()
+    nb.cells[4].source = (
+        f"def my_double(x):\n    {BEGIN}\n    def twice_of(value):\n        return value + value  # the double\n"
+        f"    return twice_of(x)\n    {END}\n\n\ncheck_my_double(my_double)"
+    )
+    nb.cells[3].source = "<details><summary>Hint</summary>\n\nWrite `def twice_of(value):` first.\n</details>"
+    make_student_copy(nb, name="90_fixture.ipynb")  # naming the helper tells nothing
+    nb.cells[3].source += "\nIt is `return value + value  # the double`."
+    with pytest.raises(
+        MasterError, match=r"solution line 'return value \+ value  # the double'.*cells\[3\]\.source"
+    ):
+        make_student_copy(nb, name="90_fixture.ipynb")
 
 
 def test_a_placeholder_that_breaks_the_cells_syntax_is_refused() -> None:

@@ -249,10 +249,9 @@ def screenshots_dir() -> Path:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     ran_browser_tests = any(
-        "browser" in report.keywords
+        isinstance(report, pytest.TestReport) and report.when == "call" and "browser" in report.keywords
         for reports in terminalreporter.stats.values()
         for report in reports
-        if hasattr(report, "keywords") and getattr(report, "when", "call") == "call"
     )
     if ran_browser_tests:
         terminalreporter.write_sep("-", "browser suite")
