@@ -33,6 +33,14 @@ _EXPORTS: dict[str, str] = {
     "AttentionInterface": "attention",
     "ALL_ATTENTION_FUNCTIONS": "attention",
     "eager_attention_forward": "attention",
+    "sdpa_attention_forward": "attention",
+    "repeat_kv": "attention",
+    # ours, beyond transformers: registry base, scoped registration, attention tools
+    "GeneralInterface": "registry",
+    "scoped_registration": "registry",
+    "registered_in_transformers": "attention",
+    "checked_attention": "attention",
+    "AttentionEntropyRecorder": "attention",
     # transformers.masking_utils
     "AttentionMaskInterface": "masking",
     "ALL_MASK_ATTENTION_FUNCTIONS": "masking",
@@ -45,12 +53,17 @@ _EXPORTS: dict[str, str] = {
     "or_masks": "masking",
     "sdpa_mask": "masking",
     "eager_mask": "masking",
+    "sliding_window_overlay": "masking",
+    "chunked_overlay": "masking",
+    "mask_picture": "masking",
     # transformers.modeling_rope_utils and models/llama/modeling_llama
     "ROPE_INIT_FUNCTIONS": "rope",
     "dynamic_rope_update": "rope",
     "RotaryEmbedding": "rope",
     "rotate_half": "rope",
     "apply_rotary_pos_emb": "rope",
+    "RopeState": "rope",
+    "read_rope_config": "rope",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -70,7 +83,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from reference_impl.attention import ALL_ATTENTION_FUNCTIONS, AttentionInterface, eager_attention_forward
+    from reference_impl.attention import (
+        ALL_ATTENTION_FUNCTIONS,
+        AttentionEntropyRecorder,
+        AttentionInterface,
+        checked_attention,
+        eager_attention_forward,
+        registered_in_transformers,
+        repeat_kv,
+        sdpa_attention_forward,
+    )
     from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
     from reference_impl.chunking import apply_chunking_to_forward
     from reference_impl.conv1d import Conv1D, conv1d_to_linear, linear_to_conv1d
@@ -80,12 +102,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         and_masks,
         causal_mask_function,
         chunked_causal_mask_function,
+        chunked_overlay,
         eager_mask,
+        mask_picture,
         or_masks,
         packed_sequence_mask_function,
         padding_mask_function,
         sdpa_mask,
         sliding_window_causal_mask_function,
+        sliding_window_overlay,
     )
     from reference_impl.pruning import (
         find_pruneable_heads_and_indices,
@@ -94,10 +119,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         prune_layer,
         prune_linear_layer,
     )
+    from reference_impl.registry import GeneralInterface, scoped_registration
     from reference_impl.rope import (
         ROPE_INIT_FUNCTIONS,
+        RopeState,
         RotaryEmbedding,
         apply_rotary_pos_emb,
         dynamic_rope_update,
+        read_rope_config,
         rotate_half,
     )

@@ -103,7 +103,7 @@ def apply_chunking_to_forward(
             f"chunk_size={chunk_size} must divide input_tensors[0].shape[{chunk_dim}]={n} "
             f"(the length along chunk_dim={chunk_dim}); divisors of {n} up to 64: {_divisors(n, up_to=64)}"
         )
-    num_chunks = max(n // chunk_size - 1, 1)
+    num_chunks = n // chunk_size
 
     # Each input becomes num_chunks views (no copy) of length chunk_size along chunk_dim.
     chunks_per_input = [t.chunk(num_chunks, dim=chunk_dim) for t in input_tensors]

@@ -91,7 +91,7 @@ def run_all_cells(page: Any) -> None:
 def save_and_read(page: Any, lab: Any, name: str) -> nbformat.NotebookNode:
     """File > Save Notebook, wait until the tab is clean, and read back what the front end holds."""
     page.get_by_role("menuitem", name="File", exact=True).click()
-    page.get_by_role("menuitem", name=re.compile(r"^Save Notebook")).first.click()
+    page.get_by_role("menuitem", name=re.compile(r"^Save Notebook(?! As)")).click()
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current.jp-mod-dirty").wait_for(state="detached")
     return nbformat.read(lab.root_dir / name, as_version=4)
 
