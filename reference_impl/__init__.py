@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "conv1d_to_linear": "conv1d",
     "linear_to_conv1d": "conv1d",
     "apply_chunking_to_forward": "chunking",
+    "probe_chunking_safety": "chunking",
+    "ChunkingProbe": "chunking",
     "prune_linear_layer": "pruning",
     "prune_conv1d_layer": "pruning",
     "prune_layer": "pruning",
@@ -94,7 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         sdpa_attention_forward,
     )
     from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
-    from reference_impl.chunking import apply_chunking_to_forward
+    from reference_impl.chunking import ChunkingProbe, apply_chunking_to_forward, probe_chunking_safety
     from reference_impl.conv1d import Conv1D, conv1d_to_linear, linear_to_conv1d
     from reference_impl.masking import (
         ALL_MASK_ATTENTION_FUNCTIONS,

@@ -17,8 +17,8 @@ norm or an attention over `d`); `probe_chunking_safety` looks for that failure e
 # Same results (bitwise: the same `Tensor.chunk` views, the same calls in the same order, the same `torch.cat`)
 # and the same exception types; better messages and four extra checks, each raising the type transformers
 # raises for the neighbouring mistake:
-# - no input tensors: AssertionError, as transformers, but raised explicitly (its `assert` vanishes under
-#   `python -O`, where the call then fails later with an IndexError);
+# - no input tensors: AssertionError, as transformers, but raised explicitly (its `assert` statement vanishes
+#   under `python -O`);
 # - `chunk_size < 0`: ValueError (transformers silently treats it as 0, "no chunking");
 # - `chunk_dim` out of range for an input: IndexError naming the valid range (transformers: a bare
 #   "tuple index out of range"); checked only when chunking, as transformers only reads it then;

@@ -34,11 +34,9 @@ WIDGET_ERRORS = (
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 SCREENSHOT_PAGE_HEIGHT = 12_000  # px; longer notebooks are saved as several pages
 
-# One entry per notebook cell, in order: its input prompt and its top-level outputs as the page shows them.
-# An output's `widget_errors` are ipywidgets' error views anywhere inside it (e.g. a model class the front end
+# One entry per notebook cell, in order: its top-level outputs as the page shows them. An output's `widget_errors` are ipywidgets' error views anywhere inside it (e.g. a model class the front end
 # cannot load), clicked open so their message is read (and seen in the screenshot).
 _READ_CELLS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook-cell')].map(cell => ({
-    prompt: cell.querySelector('.jp-InputPrompt')?.textContent ?? '',
     outputs: [...cell.querySelectorAll(
         ':scope .jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output')].map(out => ({
         widget: out.querySelector(':scope > .jupyter-widgets') !== null,
@@ -116,7 +114,10 @@ def wait_for_widgets(page: Any, nb: nbformat.NotebookNode) -> list[dict[str, Any
                 || out.dataset.mimeType === 'text/plain';
         });
     }"""
-    page.wait_for_function(settled_js, arg=[expected, list(WIDGET_ERRORS)], timeout=60_000, polling=250)
+    try:
+        page.wait_for_function(settled_js, arg=[expected, list(WIDGET_ERRORS)], timeout=60_000, polling=250)
+    except Exception as e:  # playwright's TimeoutError
+        raise AssertionError(f"widget outputs (cell, output) {expected} still not drawn after 60 s") from e
     return page.evaluate(_READ_CELLS_JS)
 
 
@@ -139,14 +140,18 @@ def problems_in(nb: nbformat.NotebookNode, shown: list[dict[str, Any]]) -> list[
             )
         elif expects_error and not errors:
             problems.append(f"cell {i} is tagged raises-exception but shows no error ({first_line!r})")
-        for k, output in enumerate(cell.outputs):
-            if WIDGET_VIEW_MIME in output.get("data", {}) and not on_page["outputs"][k]["widget"]:
-                text = on_page["outputs"][k]["text"].strip()[:200]
-                problems.append(f"cell {i}: widget output {k} did not render; the page shows {text!r}")
+        not_rendered = [
+            k
+            for k, output in enumerate(cell.outputs)
+            if WIDGET_VIEW_MIME in output.get("data", {}) and not on_page["outputs"][k]["widget"]
+        ]
+        for k in not_rendered:
+            text = on_page["outputs"][k]["text"].strip()[:200]
+            problems.append(f"cell {i}: widget output {k} did not render; the page shows {text!r}")
         for k, output in enumerate(on_page["outputs"]):
             for message in output["widget_errors"]:
                 problems.append(f"cell {i}: output {k} shows a widget error view: {message.strip()[:300]!r}")
-            if any(e in output["text"] for e in WIDGET_ERRORS):
+            if k not in not_rendered and any(e in output["text"] for e in WIDGET_ERRORS):
                 problems.append(
                     f"cell {i}: output {k} shows a widget error: {output['text'].strip()[:200]!r}"
                 )
@@ -173,8 +178,8 @@ def save_screenshots(page: Any, path: Path) -> list[Path]:
     return saved
 
 
-def move_slider_and_check_plot(page: Any, description: str) -> None:
-    """Drag the slider labelled `description` to the right and wait for its cell's plot to change."""
+def move_slider_and_check_plot(page: Any, description: str) -> Any:
+    """Drag the slider labelled `description` to the right, wait for its cell's plot to change; return the cell."""
     label = re.compile(rf"^\s*{re.escape(description)}:?\s*$")
     slider = page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=label))
     assert slider.count() == 1, f"expected one slider described {description!r}, found {slider.count()}"
@@ -206,13 +211,13 @@ def move_slider_and_check_plot(page: Any, description: str) -> None:
         raise AssertionError(
             f"moving {description!r} from {readout_before} to {readout_after} did not change the plot in 60 s"
         ) from e
+    return cell
 
 
 def test_lesson_runs_clean_in_jupyterlab(
     page: Any, lab_server: Any, notebook: Path, screenshots_dir: Path
 ) -> None:
     open_notebook(page, lab_server, notebook.name)
-    shown: list[dict[str, Any]] = []
     try:
         run_all_cells(page)
         nb = save_and_read(page, lab_server, notebook.name)
@@ -226,10 +231,8 @@ def test_lesson_runs_clean_in_jupyterlab(
     assert kernels == {"python3"}, f"{notebook.name} ran on kernels {kernels}, expected the project's python3"
 
     if notebook.name in SLIDERS:
-        move_slider_and_check_plot(page, SLIDERS[notebook.name])
-        page.locator(".jp-Notebook-cell").filter(has=page.locator(".widget-slider")).first.screenshot(
-            path=screenshots_dir / f"{notebook.stem}-slider-moved.png"
-        )
+        cell = move_slider_and_check_plot(page, SLIDERS[notebook.name])
+        cell.screenshot(path=screenshots_dir / f"{notebook.stem}-slider-moved.png")
 
 
 def test_every_slider_lesson_exists(lessons_dir: Path) -> None:
