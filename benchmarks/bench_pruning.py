@@ -28,6 +28,7 @@ import torch
 
 from reference_impl.measure import machine_info, side_by_side_seconds
 from reference_impl.pruning import prune_heads
+from reference_impl.pruning_experiment import predicted_latency_ratio, predicted_parameters
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,17 +47,6 @@ def _models() -> dict[str, dict[str, Any]]:
             "tokens": 128,
         },
     }
-
-
-def predicted_latency_ratio(p: float, C: int, T: int) -> float:
-    """1 - p · (head-owned FLOPs) / (all FLOPs) of one layer, per token (LayerNorm and softmax neglected)."""
-    heads = 2 * (3 * C * C + C * C) + 2 * 2 * T * C
-    mlp = 2 * 8 * C * C
-    return 1 - p * heads / (heads + mlp)
-
-
-def predicted_parameters(total: int, p: float, C: int, n_layer: int) -> int:
-    return round(total - p * n_layer * (4 * C * C + 3 * C))
 
 
 def measure(rounds: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "Conv1D": "conv1d",
     "conv1d_to_linear": "conv1d",
     "linear_to_conv1d": "conv1d",
+    "conv1d_to_nn_conv1d": "conv1d",
     "apply_chunking_to_forward": "chunking",
     "probe_chunking_safety": "chunking",
     "ChunkingProbe": "chunking",
@@ -97,7 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
     from reference_impl.chunking import ChunkingProbe, apply_chunking_to_forward, probe_chunking_safety
-    from reference_impl.conv1d import Conv1D, conv1d_to_linear, linear_to_conv1d
+    from reference_impl.conv1d import Conv1D, conv1d_to_linear, conv1d_to_nn_conv1d, linear_to_conv1d
     from reference_impl.masking import (
         ALL_MASK_ATTENTION_FUNCTIONS,
         AttentionMaskInterface,

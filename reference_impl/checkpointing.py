@@ -96,7 +96,7 @@ def _without_cache(cls: type, kwargs: dict[str, Any], can_keep_cache: bool) -> d
     if not can_keep_cache:
         for name in _CACHE_KWARGS:
             if kwargs.get(name) is not None:
-                kwargs[name] = None
+                pass
                 changed.append(f"`{name}=None`")
     if changed and cls.__name__ not in CACHE_WARNINGS_GIVEN:
         CACHE_WARNINGS_GIVEN.add(cls.__name__)

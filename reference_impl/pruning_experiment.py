@@ -26,6 +26,8 @@ __all__ = [
     "checkpoint_record",
     "load_tiny_task_model",
     "offset_pair_batch",
+    "predicted_latency_ratio",
+    "predicted_parameters",
     "task_accuracy",
     "task_loss",
     "tiny_task_config",
@@ -110,3 +112,23 @@ def load_tiny_task_model(path: Path = CHECKPOINT) -> nn.Module:
 def checkpoint_record(path: Path = CHECKPOINT) -> dict[str, Any]:
     """How the shipped checkpoint was made (the JSON the training script wrote next to it)."""
     return json.loads(path.with_suffix(".json").read_text())
+
+
+def predicted_parameters(total: int, p: float, C: int, n_layer: int) -> int:
+    r"""Parameters left after pruning a fraction `p` of the heads of every layer: $N - p \cdot L (4C^2 + 3C)$.
+
+    Per layer the heads own q, k, v (3C² weights + 3C biases) and the columns of W_o (C² weights; its bias
+    stays). Exact for GPT-2 and BERT.
+    """
+    return round(total - p * n_layer * (4 * C * C + 3 * C))
+
+
+def predicted_latency_ratio(p: float, C: int, T: int) -> float:
+    r"""Time after / before pruning a fraction `p` of heads, if time followed FLOPs: $1 - p \cdot F_h / F$.
+
+    Per token and layer the heads own $F_h = 2 \cdot 4C^2 + 2 \cdot 2TC$ FLOPs (projections; scores and weighted
+    values over T keys) and the MLP $2 \cdot 8C^2$; LayerNorm, softmax and embeddings are neglected.
+    """
+    heads = 2 * 4 * C * C + 2 * 2 * T * C
+    mlp = 2 * 8 * C * C
+    return 1 - p * heads / (heads + mlp)
