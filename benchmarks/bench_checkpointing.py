@@ -61,7 +61,12 @@ MODELS: dict[str, tuple[str, dict[str, Any], int, int]] = {
 # The same Llama at 4x the batch: does the non-reentrant gap shrink when each kernel launch carries more work?
 MODELS["llama_16x1024_b16"] = (MODELS["llama_16x1024"][0], MODELS["llama_16x1024"][1], 16, 2048)
 TINY: dict[str, tuple[str, dict[str, Any], int, int]] = {
-    "gpt2_tiny": ("gpt2", {"n_layer": 4, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 128}, 2, 64),
+    "gpt2_tiny": (
+        "gpt2",
+        {"n_layer": 4, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 128},
+        2,
+        64,
+    ),
     "llama_tiny": (
         "llama",
         {
@@ -88,7 +93,9 @@ def build(family: str, cfg_kwargs: dict[str, Any], device: str) -> torch.nn.Modu
     else:
         config = transformers.LlamaConfig(**cfg_kwargs)
         model = transformers.LlamaForCausalLM(config)
-    config.use_cache = False  # training: no KV cache (and no "use_cache=True is incompatible" warning per step)
+    config.use_cache = (
+        False  # training: no KV cache (and no "use_cache=True is incompatible" warning per step)
+    )
     return model.to(device).train()
 
 
@@ -101,7 +108,10 @@ def adopt_our_layer(model: torch.nn.Module) -> int:
     count = 0
     for module in model.modules():
         cls = type(module)
-        if any(c.__name__ == "GradientCheckpointingLayer" and c.__module__.startswith("transformers.") for c in cls.__mro__):
+        if any(
+            c.__name__ == "GradientCheckpointingLayer" and c.__module__.startswith("transformers.")
+            for c in cls.__mro__
+        ):
             module.__class__ = type(f"Ours{cls.__name__}", (GradientCheckpointingLayer, cls), {})
             count += 1
     return count
@@ -177,7 +187,7 @@ def measure_model(
     for model in (theirs, ours):
         one_input_grad_hook(model)
 
-    def runner(key: str):  # noqa: ANN202
+    def runner(key: str):
         model, state, _ = configs[key]
 
         def run() -> None:
@@ -233,7 +243,7 @@ def _is_layer(module: torch.nn.Module) -> bool:
     return any(c.__name__ == "GradientCheckpointingLayer" for c in type(module).__mro__)
 
 
-def _peak_bytes(fn, device: str) -> int:  # noqa: ANN001
+def _peak_bytes(fn, device: str) -> int:
     if device != "cuda":
         from reference_impl.measure import PeakMemory
 
@@ -264,7 +274,11 @@ def _front(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """For each transformers point, the points of ours (policies) that beat it: faster at <= memory, or less memory
     at <= time. Also the Pareto front of everything measured."""
     theirs = {k: r for k, r in results.items() if r["who"] == "transformers"}
-    policies = {k: r for k, r in results.items() if r["who"] == "ours" and not k.startswith(("ours_re_k", "ours_nre_k"))}
+    policies = {
+        k: r
+        for k, r in results.items()
+        if r["who"] == "ours" and not k.startswith(("ours_re_k", "ours_nre_k"))
+    }
     beaten_by = {}
     for tk, t in theirs.items():
         beaten_by[tk] = [
@@ -282,7 +296,10 @@ def _front(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for o in results.values()
         )
     ]
-    return {"transformers_point_beaten_by": beaten_by, "pareto": sorted(pareto, key=lambda k: results[k]["peak_bytes"])}
+    return {
+        "transformers_point_beaten_by": beaten_by,
+        "pareto": sorted(pareto, key=lambda k: results[k]["peak_bytes"]),
+    }
 
 
 def _profile(fns: dict[str, Any], device: str) -> dict[str, Any]:
@@ -314,12 +331,16 @@ def print_table(record: dict[str, Any]) -> None:
     for name, m in record["models"].items():
         res = m["results"]
         base = res["none"]
-        print(f"\n{name}: L={m['num_layers']}, batch {m['batch']} x {m['seq']}, no ckpt "
-              f"{base['peak_bytes'] / MiB:.0f} MiB, {base['median_s'] * 1e3:.1f} ms; fwd body {m['fwd_body_s'] * 1e3:.1f} ms")
+        print(
+            f"\n{name}: L={m['num_layers']}, batch {m['batch']} x {m['seq']}, no ckpt "
+            f"{base['peak_bytes'] / MiB:.0f} MiB, {base['median_s'] * 1e3:.1f} ms; fwd body {m['fwd_body_s'] * 1e3:.1f} ms"
+        )
         print(f"{'config':24s} {'peak MiB':>9s} {'mem':>6s} {'ms':>8s} {'time':>6s} {'bound':>6s}")
         for key, r in res.items():
-            print(f"{key:24s} {r['peak_bytes'] / MiB:9.0f} {r['mem_ratio']:6.3f} {r['median_s'] * 1e3:8.1f} "
-                  f"{r['time_ratio']:6.3f} {r['lower_bound_s'] / base['median_s']:6.3f}")
+            print(
+                f"{key:24s} {r['peak_bytes'] / MiB:9.0f} {r['mem_ratio']:6.3f} {r['median_s'] * 1e3:8.1f} "
+                f"{r['time_ratio']:6.3f} {r['lower_bound_s'] / base['median_s']:6.3f}"
+            )
         worst = max(v["time_ratio"] for v in m["ours_vs_transformers"].values())
         print(f"ours / transformers step time, worst over modes and k: {worst:.3f}x (target <= 1.02)")
         beaten = {k: v for k, v in m["front"]["transformers_point_beaten_by"].items() if v}
@@ -328,7 +349,9 @@ def print_table(record: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny models (a smoke test of the script)")
     parser.add_argument("--models", nargs="*", help="subset of model names")
     parser.add_argument("--rounds", type=int, default=7)
@@ -343,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     record: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "python benchmarks/bench_checkpointing.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/bench_checkpointing.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "step": "forward + causal-LM loss + backward, bf16 autocast, fp32 weights, random init from config",
         "peak": "max_memory_allocated during the step minus memory_allocated before it (model + gradients)",
         "target": "ours <= 1.02x transformers' step time in the same mode at the same peak; a policy beating "
@@ -355,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda":
             torch.cuda.empty_cache()
     print_table(record)
-    out = args.out or ROOT / "benchmarks" / "results" / f"checkpointing_{'gpu' if args.device == 'cuda' else 'cpu'}.json"
+    out = (
+        args.out
+        or ROOT / "benchmarks" / "results" / f"checkpointing_{'gpu' if args.device == 'cuda' else 'cpu'}.json"
+    )
     if args.tiny and args.out is None:
         out = Path("/tmp/checkpointing_tiny.json")
     out.write_text(json.dumps(record, indent=1, default=str))

@@ -32,6 +32,9 @@ _EXPORTS: dict[str, str] = {
     # transformers.modeling_layers / modeling_utils
     "GradientCheckpointingLayer": "checkpointing",
     "set_gradient_checkpointing": "checkpointing",
+    "is_checkpointable_layer": "checkpointing",
+    "GatedBlock": "checkpointing",
+    "POLICIES": "checkpoint_policies",
     # transformers.modeling_utils (attention registry) and integrations.sdpa_attention
     "AttentionInterface": "attention",
     "ALL_ATTENTION_FUNCTIONS": "attention",
@@ -96,7 +99,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         repeat_kv,
         sdpa_attention_forward,
     )
-    from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
+    from reference_impl.checkpoint_policies import POLICIES
+    from reference_impl.checkpointing import (
+        GatedBlock,
+        GradientCheckpointingLayer,
+        is_checkpointable_layer,
+        set_gradient_checkpointing,
+    )
     from reference_impl.chunking import ChunkingProbe, apply_chunking_to_forward, probe_chunking_safety
     from reference_impl.conv1d import Conv1D, conv1d_to_linear, conv1d_to_nn_conv1d, linear_to_conv1d
     from reference_impl.masking import (

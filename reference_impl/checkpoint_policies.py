@@ -95,7 +95,9 @@ class Segment:
     layers: list[nn.Module]
     checkpoint_func: Callable[..., Any]
     output: torch.Tensor | None = None  # the segment's output, until the last layer has passed it on
-    other_args: tuple[Any, ...] = ()  # positional arguments after the hidden states, as the first layer got them
+    other_args: tuple[
+        Any, ...
+    ] = ()  # positional arguments after the hidden states, as the first layer got them
     kwargs: dict[str, Any] = field(default_factory=dict)
     next_layer: int = 1  # index in `layers` of the layer the model must call next
 
@@ -123,10 +125,17 @@ class SegmentStart:
         seg = self.segment
         later = seg.layers[1:]
         if not all(layer.training and layer.gradient_checkpointing for layer in later):
-            return seg.checkpoint_func(layer_call, *args)  # the others will run themselves: checkpoint this one
+            return seg.checkpoint_func(
+                layer_call, *args
+            )  # the others will run themselves: checkpoint this one
         output = seg.checkpoint_func(functools.partial(_run_segment, layer_call, later), *args)
         if later:
-            seg.output, seg.other_args, seg.kwargs, seg.next_layer = output, args[1:], dict(layer_call.keywords), 1
+            seg.output, seg.other_args, seg.kwargs, seg.next_layer = (
+                output,
+                args[1:],
+                dict(layer_call.keywords),
+                1,
+            )
         return output
 
 
@@ -145,7 +154,7 @@ class SegmentContinue:
             self.index == seg.next_layer
             and len(args) == len(seg.other_args) + 1
             and args[0] is _hidden(seg.output)
-            and all(a is b for a, b in zip(args[1:], seg.other_args))
+            and all(a is b for a, b in zip(args[1:], seg.other_args, strict=False))
             and layer_call.keywords.keys() == seg.kwargs.keys()
             and all(layer_call.keywords[k] is v for k, v in seg.kwargs.items())
         )
@@ -173,11 +182,15 @@ def plan_layers(
     """(checkpointed?, checkpoint function) for each layer of `layers` (in call order) under `policy`."""
     num_layers = len(layers)
     if policy not in POLICIES:
-        raise ValueError(f"policy={policy!r} is not a checkpointing policy; expected one of {sorted(POLICIES)}")
+        raise ValueError(
+            f"policy={policy!r} is not a checkpointing policy; expected one of {sorted(POLICIES)}"
+        )
     plain = functools.partial(checkpoint, **ckpt_kwargs)
     chosen = [i % every_n_layers == 0 for i in range(num_layers)]
     if segment_length is not None and policy != "sqrt":
-        raise ValueError(f"segment_length={segment_length} applies to policy='sqrt' only, not policy={policy!r}")
+        raise ValueError(
+            f"segment_length={segment_length} applies to policy='sqrt' only, not policy={policy!r}"
+        )
     if policy == "full":
         return [(flag, plain) for flag in chosen]
     if policy.startswith("selective"):
@@ -196,7 +209,9 @@ def plan_layers(
         raise ValueError(f"policy='sqrt' chooses its own segments; every_n_layers={every_n_layers} must be 1")
     s = segment_size(num_layers) if segment_length is None else segment_length
     if not isinstance(s, int) or s < 1:
-        raise ValueError(f"segment_length={segment_length!r} must be an integer >= 1, or None for round(sqrt(L))")
+        raise ValueError(
+            f"segment_length={segment_length!r} must be an integer >= 1, or None for round(sqrt(L))"
+        )
     plan: list[tuple[bool, Callable[..., Any]]] = []
     for start in range(0, num_layers, s):
         seg = Segment(layers=list(layers[start : start + s]), checkpoint_func=plain)

@@ -41,7 +41,13 @@ from torch.utils.checkpoint import checkpoint
 
 from reference_impl.checkpoint_policies import plan_layers
 
-__all__ = ["CACHE_WARNINGS_GIVEN", "GatedBlock", "GradientCheckpointingLayer", "set_gradient_checkpointing"]
+__all__ = [
+    "CACHE_WARNINGS_GIVEN",
+    "GatedBlock",
+    "GradientCheckpointingLayer",
+    "is_checkpointable_layer",
+    "set_gradient_checkpointing",
+]
 
 #: Layer class names whose cache warning was given since the last `set_gradient_checkpointing(enable=True)`.
 CACHE_WARNINGS_GIVEN: set[str] = set()
@@ -96,7 +102,7 @@ def _without_cache(cls: type, kwargs: dict[str, Any], can_keep_cache: bool) -> d
     if not can_keep_cache:
         for name in _CACHE_KWARGS:
             if kwargs.get(name) is not None:
-                pass
+                kwargs[name] = None
                 changed.append(f"`{name}=None`")
     if changed and cls.__name__ not in CACHE_WARNINGS_GIVEN:
         CACHE_WARNINGS_GIVEN.add(cls.__name__)
@@ -154,7 +160,9 @@ def set_gradient_checkpointing(
             "pass it by keyword)"
         )
     if not isinstance(every_n_layers, int) or every_n_layers < 1:
-        raise ValueError(f"every_n_layers={every_n_layers!r} must be an integer >= 1 (1 checkpoints every layer)")
+        raise ValueError(
+            f"every_n_layers={every_n_layers!r} must be an integer >= 1 (1 checkpoints every layer)"
+        )
     if gradient_checkpointing_kwargs is None:
         ckpt_kwargs: dict[str, Any] = {}
     elif isinstance(gradient_checkpointing_kwargs, Mapping):
@@ -188,7 +196,9 @@ def set_gradient_checkpointing(
         flags.append(flag)
     if enable:
         CACHE_WARNINGS_GIVEN.clear()
-        if getattr(model, "main_input_name", None) == "input_ids" and hasattr(model, "enable_input_require_grads"):
+        if getattr(model, "main_input_name", None) == "input_ids" and hasattr(
+            model, "enable_input_require_grads"
+        ):
             model.enable_input_require_grads()
     return flags
 

@@ -74,7 +74,7 @@ def test_loss_and_every_gradient_are_bitwise_equal_with_checkpointing(policy, kw
     loss1, grads1 = loss_and_grads(model, x)
     assert torch.equal(loss0, loss1)
     assert len(grads0) == len(grads1) == 8
-    for i, (g0, g1) in enumerate(zip(grads0, grads1)):
+    for i, (g0, g1) in enumerate(zip(grads0, grads1, strict=False)):
         assert g1 is not None, f"gradient {i} is missing under policy={policy}"
         assert torch.equal(g0, g1), f"gradient {i} differs under policy={policy}"
 
@@ -87,7 +87,7 @@ def test_every_k_keeps_results_and_flags_every_kth_layer(num_layers: int, k: int
     assert flags == [i % k == 0 for i in range(num_layers)]
     assert [layer.gradient_checkpointing for layer in model] == flags
     loss1, grads1 = loss_and_grads(model, x)
-    assert torch.equal(loss0, loss1) and all(torch.equal(a, b) for a, b in zip(grads0, grads1))
+    assert torch.equal(loss0, loss1) and all(torch.equal(a, b) for a, b in zip(grads0, grads1, strict=False))
 
 
 def test_disable_turns_every_flag_off() -> None:
@@ -138,7 +138,9 @@ def test_bytes_kept_for_backward_match_the_formula_on_16_layers(policy, kwargs, 
     assert kept_bytes(model, x) == units * UNIT
 
 
-@given(num_layers=st.integers(1, 20), k=st.integers(1, 5), policy=st.sampled_from(["none", "full", "selective"]))
+@given(
+    num_layers=st.integers(1, 20), k=st.integers(1, 5), policy=st.sampled_from(["none", "full", "selective"])
+)
 def test_bytes_kept_match_the_formula_for_any_depth_and_k(num_layers: int, k: int, policy: str) -> None:
     model, x = gated_stack(num_layers), torch.randn(B, C)
     if policy != "none":
@@ -230,7 +232,7 @@ def test_non_reentrant_gives_the_right_gradients_either_way(by_keyword: bool) ->
     set_gradient_checkpointing(layer, True, {"use_reentrant": False})
     out = layer(hidden_states=x, scale=scale) if by_keyword else layer(x, scale=scale)
     out.sum().backward()
-    for got, want in zip((x.grad, scale.grad, layer.linear.weight.grad), expected):
+    for got, want in zip((x.grad, scale.grad, layer.linear.weight.grad), expected, strict=False):
         assert torch.equal(got, want)
 
 
@@ -262,7 +264,7 @@ def test_frozen_embeddings_are_fixed_by_non_reentrant_or_an_input_that_requires_
         model[0].register_forward_hook(lambda module, args, output: output.requires_grad_(True))
     model(ids).sum().backward()
     got = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.equal(g, e) for g, e in zip(got, expected))
+    assert all(g is not None and torch.equal(g, e) for g, e in zip(got, expected, strict=False))
 
 
 class CachingBlock(GradientCheckpointingLayer):
@@ -273,7 +275,7 @@ class CachingBlock(GradientCheckpointingLayer):
         self.linear = nn.Linear(C, C)
         self.seen: list[tuple[object, object]] = []
 
-    def forward(self, hidden_states, past_key_values=None, use_cache=False):  # noqa: ANN001, ANN201
+    def forward(self, hidden_states, past_key_values=None, use_cache=False):
         self.seen.append((use_cache, past_key_values))
         return self.linear(hidden_states)
 
@@ -310,7 +312,7 @@ def test_a_cache_reading_layer_may_keep_its_cache() -> None:
 def test_eval_mode_does_nothing_not_even_the_cache() -> None:
     calls = []
 
-    def counting_checkpoint(fn, *args):  # noqa: ANN001, ANN202
+    def counting_checkpoint(fn, *args):
         calls.append(1)
         return fn(*args)
 
@@ -320,7 +322,9 @@ def test_eval_mode_does_nothing_not_even_the_cache() -> None:
     for layer in model:
         layer._gradient_checkpointing_func = counting_checkpoint
     x = torch.randn(B, C)
-    assert kept_bytes(model, x) == predicted_kept_units("none", 4) * UNIT  # grads still on: everything is kept
+    assert (
+        kept_bytes(model, x) == predicted_kept_units("none", 4) * UNIT
+    )  # grads still on: everything is kept
     assert calls == []
     layer = CachingBlock().eval()
     set_gradient_checkpointing(layer, True)
@@ -337,22 +341,24 @@ def test_dropout_masks_are_replayed_and_differ_without_the_rng_state() -> None:
             self.linear = nn.Linear(C, C)
 
         def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            return hidden_states + nn.functional.dropout(torch.tanh(self.linear(hidden_states)), 0.5, self.training)
+            return hidden_states + nn.functional.dropout(
+                torch.tanh(self.linear(hidden_states)), 0.5, self.training
+            )
 
     torch.manual_seed(0)
     model = nn.Sequential(*[DropoutBlock() for _ in range(3)]).train()
     x = torch.randn(B, C)
 
-    def grads(**kwargs):  # noqa: ANN003, ANN202
+    def grads(**kwargs):
         torch.manual_seed(1)
         return loss_and_grads(model, x)[1]
 
     expected = grads()
     for reentrant in (True, False):
         set_gradient_checkpointing(model, True, {"use_reentrant": reentrant})
-        assert all(torch.equal(a, b) for a, b in zip(grads(), expected))
+        assert all(torch.equal(a, b) for a, b in zip(grads(), expected, strict=False))
         set_gradient_checkpointing(model, True, {"use_reentrant": reentrant, "preserve_rng_state": False})
-        assert not all(torch.equal(a, b) for a, b in zip(grads(), expected))
+        assert not all(torch.equal(a, b) for a, b in zip(grads(), expected, strict=False))
 
 
 def test_sqrt_segments_refuse_a_model_that_is_not_a_plain_chain() -> None:
@@ -378,34 +384,81 @@ def test_sqrt_segments_refuse_a_model_that_is_not_a_plain_chain() -> None:
 def test_default_is_non_reentrant_even_when_other_kwargs_are_given() -> None:
     model = gated_stack(2)
     set_gradient_checkpointing(model, True, {"preserve_rng_state": True})
-    assert model[0]._gradient_checkpointing_func.keywords == {"preserve_rng_state": True, "use_reentrant": False}
+    assert model[0]._gradient_checkpointing_func.keywords == {
+        "preserve_rng_state": True,
+        "use_reentrant": False,
+    }
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # torch would warn "use_reentrant parameter should be passed explicitly"
+        warnings.simplefilter(
+            "error"
+        )  # torch would warn "use_reentrant parameter should be passed explicitly"
         model(torch.randn(B, C, requires_grad=True)).sum().backward()
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: set_gradient_checkpointing(nn.Linear(2, 2)), ValueError, r"Linear contains no checkpointable layer"),
-        (lambda: set_gradient_checkpointing(gated_stack(2), {"use_reentrant": False}), TypeError, r"enable=\{'use_reentrant'"),
-        (lambda: set_gradient_checkpointing(gated_stack(2), every_n_layers=0), ValueError, r"every_n_layers=0 must"),
-        (lambda: set_gradient_checkpointing(gated_stack(2), every_n_layers=-2), ValueError, r"every_n_layers=-2"),
-        (lambda: set_gradient_checkpointing(gated_stack(2), policy="fast"), ValueError, r"policy='fast'.*'full'"),
         (
-            lambda: set_gradient_checkpointing(gated_stack(2), gradient_checkpointing_kwargs=[("use_reentrant", 1)]),
+            lambda: set_gradient_checkpointing(nn.Linear(2, 2)),
+            ValueError,
+            r"Linear contains no checkpointable layer",
+        ),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(2), {"use_reentrant": False}),
+            TypeError,
+            r"enable=\{'use_reentrant'",
+        ),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(2), every_n_layers=0),
+            ValueError,
+            r"every_n_layers=0 must",
+        ),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(2), every_n_layers=-2),
+            ValueError,
+            r"every_n_layers=-2",
+        ),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(2), policy="fast"),
+            ValueError,
+            r"policy='fast'.*'full'",
+        ),
+        (
+            lambda: set_gradient_checkpointing(
+                gated_stack(2), gradient_checkpointing_kwargs=[("use_reentrant", 1)]
+            ),
             TypeError,
             r"is a list; expected a mapping",
         ),
         (
-            lambda: set_gradient_checkpointing(gated_stack(2), True, {"use_reentrant": True}, policy="selective"),
+            lambda: set_gradient_checkpointing(
+                gated_stack(2), True, {"use_reentrant": True}, policy="selective"
+            ),
             ValueError,
             r"needs use_reentrant=False",
         ),
-        (lambda: set_gradient_checkpointing(gated_stack(4), every_n_layers=2, policy="sqrt"), ValueError, r"must be 1"),
-        (lambda: set_gradient_checkpointing(gated_stack(4), segment_length=2), ValueError, r"policy='sqrt' only"),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(4), every_n_layers=2, policy="sqrt"),
+            ValueError,
+            r"must be 1",
+        ),
+        (
+            lambda: set_gradient_checkpointing(gated_stack(4), segment_length=2),
+            ValueError,
+            r"policy='sqrt' only",
+        ),
     ],
-    ids=["no-layer", "enable-not-bool", "k=0", "k<0", "unknown-policy", "kwargs-not-mapping", "selective-reentrant", "sqrt-k", "seg"],
+    ids=[
+        "no-layer",
+        "enable-not-bool",
+        "k=0",
+        "k<0",
+        "unknown-policy",
+        "kwargs-not-mapping",
+        "selective-reentrant",
+        "sqrt-k",
+        "seg",
+    ],
 )
 def test_bad_input_names_what_was_given_and_what_is_accepted(call, error, match) -> None:
     with pytest.raises(error, match=match):
@@ -428,19 +481,35 @@ def tiny_model(family: str, dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
     if family == "gpt2":
         config = transformers.GPT2Config(
-            n_layer=4, n_embd=32, n_head=4, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0,
-            resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+            n_layer=4,
+            n_embd=32,
+            n_head=4,
+            vocab_size=64,
+            n_positions=32,
+            bos_token_id=0,
+            eos_token_id=0,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
         )
         return transformers.GPT2LMHeadModel(config).train()
     config = transformers.LlamaConfig(
-        num_hidden_layers=4, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=64, max_position_embeddings=32, attention_dropout=dropout, bos_token_id=0, eos_token_id=0,
+        num_hidden_layers=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=32,
+        attention_dropout=dropout,
+        bos_token_id=0,
+        eos_token_id=0,
         pad_token_id=0,
     )
     return transformers.LlamaForCausalLM(config).train()
 
 
-def model_loss_and_grads(model: nn.Module, embeds: torch.Tensor, labels: torch.Tensor):  # noqa: ANN201
+def model_loss_and_grads(model: nn.Module, embeds: torch.Tensor, labels: torch.Tensor):
     model.zero_grad(set_to_none=True)
     embeds = embeds.detach().clone().requires_grad_(True)
     torch.manual_seed(1)

@@ -14,48 +14,48 @@ from reference_impl.checks.checkpointing import (
 )
 
 
-def right_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def right_loss(layers, hidden, scale, cache):
     layers.train()
     for layer in layers:
         hidden = layer(hidden, scale, use_cache=False)
     return hidden.square().mean()
 
 
-def keyword_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def keyword_loss(layers, hidden, scale, cache):
     layers.train()
     for layer in layers:
         hidden = layer(hidden_states=hidden, scale=scale)
     return hidden.square().mean()
 
 
-def eval_mode_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def eval_mode_loss(layers, hidden, scale, cache):
     for layer in layers:
         hidden = layer(hidden, scale)
     return hidden.square().mean()
 
 
-def cache_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def cache_loss(layers, hidden, scale, cache):
     layers.train()
     for layer in layers:
         hidden = layer(hidden, scale, past_key_values=cache, use_cache=True)
     return hidden.square().mean()
 
 
-def sum_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def sum_loss(layers, hidden, scale, cache):
     layers.train()
     for layer in layers:
         hidden = layer(hidden, scale)
     return hidden.square().sum()
 
 
-def detached_scale_loss(layers, hidden, scale, cache):  # noqa: ANN001, ANN201
+def detached_scale_loss(layers, hidden, scale, cache):
     layers.train()
     for layer in layers:
         hidden = layer(hidden, scale.detach())
     return hidden.square().mean()
 
 
-def unfinished(*args):  # noqa: ANN002, ANN201
+def unfinished(*args):
     raise NotImplementedError
 
 
@@ -125,7 +125,10 @@ def test_pick_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("wrong", "message"),
     [
-        (always_one, r"budget=47 units: got every_n_layers=1 \(keeps 16 units, recomputes 16 layers\), expected 16"),
+        (
+            always_one,
+            r"budget=47 units: got every_n_layers=1 \(keeps 16 units, recomputes 16 of 16 layers\), expected 16",
+        ),
         (floor_pick, r"L=10, a=3, budget=22 units: got every_n_layers=2 .*expected 3"),
         (never_none, r"budget=48 units: got every_n_layers=16 .*expected None"),
     ],

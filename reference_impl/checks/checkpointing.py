@@ -77,11 +77,15 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     h, s = inputs()
     expected_loss = _reference_loss(layers.train(), h, s)
     expected_loss.backward()
-    expected = {"hidden": h.grad, "scale": s.grad, **{n: p.grad.clone() for n, p in layers.named_parameters()}}
+    expected = {
+        "hidden": h.grad,
+        "scale": s.grad,
+        **{n: p.grad.clone() for n, p in layers.named_parameters()},
+    }
 
     set_gradient_checkpointing(layers, True, {"use_reentrant": True})
     counters = [_Counting(layer._gradient_checkpointing_func) for layer in layers]
-    for layer, counter in zip(layers, counters):
+    for layer, counter in zip(layers, counters, strict=False):
         layer._gradient_checkpointing_func = counter
     layers.eval()  # the student's function must switch to training mode itself
     h, s = inputs()
@@ -90,7 +94,9 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
         warnings.simplefilter("always")
         loss = student_call("checkpointed loss", fn, layers, h, s, cache)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise CheckFailed(f"return the loss as a 0-dim tensor; got {type(loss).__name__} {getattr(loss, 'shape', '')}")
+        raise CheckFailed(
+            f"return the loss as a 0-dim tensor; got {type(loss).__name__} {getattr(loss, 'shape', '')}"
+        )
     cache_warnings = [w for w in caught if "Caching is incompatible" in str(w.message)]
     if cache_warnings:
         raise CheckFailed(
@@ -133,28 +139,43 @@ def _reference_pick(num_layers: int, a: int, budget: int) -> int | None:
     return max(fitting) if fitting else 0
 
 
+def _describe(num_layers: int, a: int, k: int | None) -> str:
+    if k == 0:
+        return "0 (nothing fits)"
+    kept = kept_units_every_n(num_layers, k, a)
+    recomputed = 0 if k is None else math.ceil(num_layers / k)
+    return f"{k} (keeps {kept} units, recomputes {recomputed} of {num_layers} layers)"
+
+
 def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None:
     """Check `fn(num_layers, a, budget) -> every_n_layers`: the largest k (least recompute) whose kept units fit.
 
     None when no checkpointing is needed (a * L <= budget), 0 when even k = 1 does not fit.
     """
-    cases = [(16, 3, 48), (16, 3, 47), (16, 3, 16), (16, 3, 15), (16, 3, 32), (10, 3, 22), (10, 3, 21), (12, 17, 40),
-             (7, 2, 10), (24, 20, 100)]
+    cases = [
+        (16, 3, 48),
+        (16, 3, 47),
+        (16, 3, 16),
+        (16, 3, 15),
+        (16, 3, 32),
+        (10, 3, 22),
+        (10, 3, 21),
+        (12, 17, 40),
+        (7, 2, 10),
+        (24, 20, 100),
+    ]
     for num_layers, a, budget in cases:
         want = _reference_pick(num_layers, a, budget)
         got = student_call("pick every_n_layers", fn, num_layers, a, budget)
         if got == want:
             continue
 
-        def describe(k: int | None) -> str:
-            if k == 0:
-                return "0 (nothing fits)"
-            kept = kept_units_every_n(num_layers, k, a)
-            recomputed = 0 if k is None else math.ceil(num_layers / k)
-            return f"{k} (keeps {kept} units, recomputes {recomputed} layers)"
-
         if got not in (None, 0) and (not isinstance(got, int) or not 1 <= got <= num_layers):
-            raise CheckFailed(f"L={num_layers}, a={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L")
-        raise CheckFailed(f"L={num_layers}, a={a}, budget={budget} units: got every_n_layers={describe(got)}, "
-                          f"expected {describe(want)}")
+            raise CheckFailed(
+                f"L={num_layers}, a={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
+            )
+        raise CheckFailed(
+            f"L={num_layers}, a={a}, budget={budget} units: got every_n_layers={_describe(num_layers, a, got)}, "
+            f"expected {_describe(num_layers, a, want)}"
+        )
     passed("pick every_n_layers")
