@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ def _models() -> dict[str, dict[str, Any]]:
     }
 
 
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(input_ids=x)
+
+
+def _attention(model: torch.nn.Module, hidden: torch.Tensor) -> None:
+    with torch.no_grad():
+        model.h[0].attn(hidden)  # the first layer's attention block alone: (B, T, C) -> (B, T, C)
+
+
 def measure(rounds: int) -> dict[str, Any]:
     torch.manual_seed(0)
     results: dict[str, Any] = {}
@@ -66,18 +77,9 @@ def measure(rounds: int) -> dict[str, Any]:
             variants[p] = model
         total = sum(t.numel() for t in base.parameters())
 
-        def forward(model: torch.nn.Module = base) -> None:
-            with torch.no_grad():
-                model(input_ids=x)
-
         hidden = torch.randn(spec["batch"], T, C)
-
-        def attention(model: torch.nn.Module = base) -> None:
-            with torch.no_grad():
-                model.h[0].attn(hidden)
-
-        fns = {f"forward {p}": (lambda m=m: forward(m)) for p, m in variants.items()}
-        fns |= {f"attention {p}": (lambda m=m: attention(m)) for p, m in variants.items()}
+        fns = {f"forward {p}": partial(_forward, m, x) for p, m in variants.items()}
+        fns |= {f"attention {p}": partial(_attention, m, hidden) for p, m in variants.items()}
         seconds = side_by_side_seconds(fns, rounds=rounds, warmup=2, inner=3 if C < 256 else 1)
         rows = []
         for p, model in variants.items():

@@ -143,7 +143,7 @@ def head_importance(
             for batch in batches:
                 loss = loss_fn(model, batch)
                 grads = torch.autograd.grad(loss, list(gates.values()))  # ∂L/∂ξ per layer, (H_l,)
-                for total, grad in zip(totals, grads):
+                for total, grad in zip(totals, grads, strict=True):
                     total += grad.detach().abs().float().cpu()
                 n_batches += 1
     finally:

@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and readers; at run time see `__getattr__` at the end
     from reference_impl.conv1d import Conv1D
+    from reference_impl.head_importance import gate_heads, head_importance, mask_heads, select_heads_to_prune
+    from reference_impl.head_pruning import load_pruned_model, prune_heads, reapply_pruned_heads
 
 __all__ = [
     "find_pruneable_heads_and_indices",
@@ -141,7 +143,7 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
     out_features, in_features = weight.shape
     with _on_meta_device():
         new_layer = nn.Linear(in_features, out_features, bias=layer.bias is not None)
-    new_layer.weight = _new_parameter(weight, layer.weight)
+    new_layer.weight = nn.Parameter(weight.detach().clone().float())
     if layer.bias is not None:
         # The bias belongs to the outputs: sliced with the rows, whole when columns (inputs) are removed.
         bias = layer.bias if dim == 1 else layer.bias.index_select(0, index)

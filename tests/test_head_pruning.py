@@ -87,7 +87,7 @@ def test_pruning_in_two_steps_equals_pruning_at_once(kind, tokens) -> None:
     prune_heads(twice, {1: [3, 1], 2: [2]})  # head 1 again: skipped; head 3 named by its original number
     assert once.config.pruned_heads == twice.config.pruned_heads == {1: [1, 3], 2: [2]}
     assert pruned_heads_of(twice) == {1: [1, 3], 2: [2]}
-    for (name, a), (_, b) in zip(once.state_dict().items(), twice.state_dict().items()):
+    for (name, a), (_, b) in zip(once.state_dict().items(), twice.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     torch.testing.assert_close(_logits(once, tokens), _logits(twice, tokens), rtol=0, atol=0)
 

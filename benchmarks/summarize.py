@@ -1,0 +1,152 @@
+"""Write the headline table of benchmarks/README.md from the recorded JSON results, so no figure is typed by hand.
+
+    python benchmarks/summarize.py          # print the table
+    python benchmarks/summarize.py --write  # rewrite the table between the markers in benchmarks/README.md
+
+tests/test_benchmarks.py fails if the README's table differs from what this script makes of the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- BEGIN GENERATED TABLE -->", "<!-- END GENERATED TABLE -->"
+
+Row = tuple[str, str, str, str]  # (what, measured, target, met?)
+
+
+def _on(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    device = m.get("gpu") or f"{m.get('processor')} ({m.get('torch_threads')} thread(s))"
+    return f"{device}; torch {m['torch']}, transformers {m['transformers']}; {m['date_utc'][:10]}"
+
+
+def _verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _conv1d(r: dict[str, Any]) -> list[Row]:
+    s = r["summary"]
+    return [(
+        "Conv1D fwd+bwd, ours / transformers (geomean over GPT-2 small+medium projections)",
+        f"{s['ours/transformers_geomean']:.3f} (single sizes up to {s['ours/transformers_worst']:.2f}; "
+        f"identical-layer noise {s['noise_floor_max_abs']:.0%})",
+        "<= 1.03",
+        _verdict(s["target_met_geomean"]),
+    )]
+
+
+def _chunking(r: dict[str, Any]) -> list[Row]:
+    rows = r["rows"]
+    shape = r["shape"]
+    c = max(r["chunk_sizes"])
+    ours, theirs, none = rows[f"ours c={c}"], rows[f"transformers c={c}"], rows["unchunked"]
+    what = f"BERT-base-shaped inference {shape['batch']}x{shape['seq']}, chunk {c}" if shape["layers"] == 12 else (
+        f"tiny BERT inference {shape['batch']}x{shape['seq']}, chunk {c}")
+    return [(
+        f"{what}: peak MiB unchunked -> transformers -> ours; ours' time / unchunked",
+        f"{none['peak_mib']:.5g} -> {theirs['peak_mib']:.5g} -> {ours['peak_mib']:.5g}; "
+        f"{ours['time_vs_unchunked']:.3f}x (transformers {theirs['time_vs_unchunked']:.3f}x)",
+        "same peak as transformers, <= 1.04x time",
+        _verdict(ours["peak_mib"] == theirs["peak_mib"] and ours["time_vs_unchunked"] <= 1.04),
+    )]
+
+
+def _checkpointing(r: dict[str, Any]) -> list[Row]:
+    out = []
+    for name, m in r["core"]["models"].items():
+        res = m["results"]
+        worst = 0.0
+        same_peak = True
+        for key, ours in res.items():
+            if not key.startswith("ours_") or ours.get("policy") != "full":
+                continue
+            theirs = res.get("hf_" + key[len("ours_"):])
+            if theirs is None:
+                continue
+            same_peak &= ours["peak_bytes"] == theirs["peak_bytes"]
+            worst = max(worst, ours["median_s"] / theirs["median_s"])
+        out.append((
+            f"checkpointing step, {name} {m['batch']}x{m['seq']}: ours / transformers, same mode and every_n_layers",
+            f"peaks {'identical' if same_peak else 'DIFFER'}; worst time ratio {worst:.3f}",
+            "same peak, <= 1.02x",
+            _verdict(same_peak and worst <= 1.02),
+        ))
+    return out
+
+
+def _rope(r: dict[str, Any]) -> list[Row]:
+    return [(
+        f"rotary cos/sin + apply to q, k ({r['shape']['tokens']} tokens, {r['shape']['heads']}x{r['shape']['head_dim']}): "
+        "ours / transformers",
+        f"{r['ratio_ours_over_transformers']:.3f} (ours vs itself: {r['ratio_ours_again_over_ours']:.3f})",
+        f"<= {r['target_ratio_at_most']}",
+        _verdict(r["within_target"]),
+    )]
+
+
+def _attention(r: dict[str, Any]) -> list[Row]:
+    ratios = r["ratios"]
+    s = r["shape"]
+    return [(
+        f"eager attention {s['tokens']} tokens, {s['heads']}x{s['head_dim']}: ours / transformers' eager",
+        f"{ratios['ours_eager / transformers_eager']:.3f} (sdpa / eager: {ratios['transformers_sdpa / transformers_eager']:.3f})",
+        "<= 1.05",
+        _verdict(r["meets_target"]),
+    )]
+
+
+EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "conv1d": _conv1d,
+    "chunking": _chunking,
+    "checkpointing": _checkpointing,
+    "rope": _rope,
+    "attention": _attention,
+}
+
+
+def extractor_for(stem: str) -> Callable[[dict[str, Any]], list[Row]] | None:
+    return EXTRACTORS.get(stem.rsplit("_", 1)[0])
+
+
+def table() -> str:
+    lines = [
+        "| record | what | measured | target | met | measured on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        extract = extractor_for(path.stem)
+        record = json.loads(path.read_text())
+        if extract is None:
+            lines.append(f"| `{path.name}` | see its own page | | | | {_on(record)} |")
+            continue
+        for what, measured, target, met in extract(record):
+            lines.append(f"| `{path.name}` | {what} | {measured} | {target} | {met} | {_on(record)} |")
+    return "\n".join(lines)
+
+
+def render_readme(text: str) -> str:
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the table in benchmarks/README.md")
+    args = parser.parse_args()
+    if args.write:
+        README.write_text(render_readme(README.read_text()))
+    else:
+        print(table())
+
+
+if __name__ == "__main__":
+    main()
