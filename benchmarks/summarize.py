@@ -103,12 +103,32 @@ def _attention(r: dict[str, Any]) -> list[Row]:
     )]
 
 
+def _pruning(r: dict[str, Any]) -> list[Row]:
+    out = []
+    for name, m in r["models"].items():
+        rows = m["rows"]
+        exact = all(row["parameters"] == row["parameters_predicted"] for row in rows)
+        ratios = ", ".join(
+            f"{row['fraction_pruned']:.0%}: {row['parameters'] / rows[0]['parameters']:.3f} params, "
+            f"{row['forward_ratio']:.2f} time (ideal {row['forward_ratio_predicted']:.2f})"
+            for row in rows[1:]
+        )
+        out.append((
+            f"head pruning, {name}, {m['batch']}x{m['tokens']} tokens: parameters and forward time after pruning",
+            ratios,
+            "parameters = prediction; time reported beside the FLOP-proportional ideal",
+            _verdict(exact),
+        ))
+    return out
+
+
 EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "conv1d": _conv1d,
     "chunking": _chunking,
     "checkpointing": _checkpointing,
     "rope": _rope,
     "attention": _attention,
+    "pruning": _pruning,
 }
 
 

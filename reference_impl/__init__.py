@@ -29,6 +29,12 @@ _EXPORTS: dict[str, str] = {
     "prune_layer": "pruning",
     "find_pruneable_heads_and_indices": "pruning",
     "prune_heads": "pruning",
+    "reapply_pruned_heads": "pruning",
+    "load_pruned_model": "pruning",
+    "head_importance": "pruning",
+    "mask_heads": "pruning",
+    "gate_heads": "pruning",
+    "select_heads_to_prune": "pruning",
     # transformers.modeling_layers / modeling_utils
     "GradientCheckpointingLayer": "checkpointing",
     "set_gradient_checkpointing": "checkpointing",
@@ -126,10 +132,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from reference_impl.pruning import (
         find_pruneable_heads_and_indices,
+        gate_heads,
+        head_importance,
+        load_pruned_model,
+        mask_heads,
         prune_conv1d_layer,
         prune_heads,
         prune_layer,
         prune_linear_layer,
+        reapply_pruned_heads,
+        select_heads_to_prune,
     )
     from reference_impl.registry import GeneralInterface, scoped_registration
     from reference_impl.rope import (

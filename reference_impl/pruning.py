@@ -143,7 +143,7 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
     out_features, in_features = weight.shape
     with _on_meta_device():
         new_layer = nn.Linear(in_features, out_features, bias=layer.bias is not None)
-    new_layer.weight = nn.Parameter(weight.detach().clone().float())
+    new_layer.weight = _new_parameter(weight, layer.weight)
     if layer.bias is not None:
         # The bias belongs to the outputs: sliced with the rows, whole when columns (inputs) are removed.
         bias = layer.bias if dim == 1 else layer.bias.index_select(0, index)

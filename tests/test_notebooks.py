@@ -38,7 +38,7 @@ def test_refuses_a_path_that_is_not_a_notebook(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_refuses_a_missing_notebook(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.ipynb"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ipynb"):
         find_notebooks([tmp_path / "missing.ipynb"])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import reference_impl
 
@@ -89,3 +89,14 @@ def test_pytest_runs_every_lesson_through_nbval_in_strict_mode() -> None:
     assert "--nbval" in opts["addopts"] and "--nbval-lax" not in opts["addopts"]
     assert "--nbval-current-env" in opts["addopts"]
     assert any(o.startswith("--nbval-sanitize-with") for o in opts["addopts"])
+
+
+def test_code_is_lint_clean() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "reference_impl", "tests", "benchmarks", "scripts"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
