@@ -61,7 +61,9 @@ def _chunking(r: dict[str, Any]) -> list[Row]:
 
 def _checkpointing(r: dict[str, Any]) -> list[Row]:
     out = []
-    for name, m in r["core"]["models"].items():
+    run = r.get("core", r)  # checkpointing_gpu.json holds two runs ("full", "core"); later records one
+    rounds = run["command"].split("--rounds ")[1].split()[0]
+    for name, m in run["models"].items():
         res = m["results"]
         worst = 0.0
         same_peak = True
@@ -74,7 +76,8 @@ def _checkpointing(r: dict[str, Any]) -> list[Row]:
             same_peak &= ours["peak_bytes"] == theirs["peak_bytes"]
             worst = max(worst, ours["median_s"] / theirs["median_s"])
         out.append((
-            f"checkpointing step, {name} {m['batch']}x{m['seq']}: ours / transformers, same mode and every_n_layers",
+            f"checkpointing step, {name} {m['batch']}x{m['seq']}, {rounds} rounds: ours / transformers, "
+            "same mode and every_n_layers",
             f"peaks {'identical' if same_peak else 'DIFFER'}; worst time ratio {worst:.3f}",
             "same peak, <= 1.02x",
             _verdict(same_peak and worst <= 1.02),
@@ -133,7 +136,7 @@ EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
 
 
 def extractor_for(stem: str) -> Callable[[dict[str, Any]], list[Row]] | None:
-    return EXTRACTORS.get(stem.rsplit("_", 1)[0])
+    return EXTRACTORS.get(stem.split("_", 1)[0])
 
 
 def table() -> str:

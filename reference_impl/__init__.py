@@ -31,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "prune_heads": "pruning",
     "reapply_pruned_heads": "pruning",
     "load_pruned_model": "pruning",
-    "head_importance": "pruning",
     "mask_heads": "pruning",
     "gate_heads": "pruning",
     "select_heads_to_prune": "pruning",
@@ -133,7 +132,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reference_impl.pruning import (
         find_pruneable_heads_and_indices,
         gate_heads,
-        head_importance,
         load_pruned_model,
         mask_heads,
         prune_conv1d_layer,

@@ -78,6 +78,14 @@ def test_every_reexported_name_resolves_to_its_module(name: str) -> None:
     assert getattr(module, name) is obj
 
 
+def test_no_reexported_name_is_also_a_submodule_name() -> None:
+    # `import reference_impl.x` sets the attribute `x` on the package, which would shadow a re-exported `x`.
+    import pkgutil
+
+    submodules = {info.name for info in pkgutil.iter_modules(reference_impl.__path__)}
+    assert not submodules & set(reference_impl._EXPORTS), submodules & set(reference_impl._EXPORTS)
+
+
 def test_unknown_name_raises_attribute_error_naming_it() -> None:
     with pytest.raises(AttributeError, match="no_such_layer"):
         reference_impl.no_such_layer  # noqa: B018
