@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["clean_metadata", "execute_notebook", "find_notebooks", "main"]
+__all__ = ["clean_metadata", "execute_notebook", "find_notebooks", "main", "write_atomically"]
 
 # Cell metadata that changes from run to run and means nothing to a reader.
 _VOLATILE_CELL_KEYS = ("execution", "collapsed", "scrolled", "ExecuteTime")
@@ -80,12 +80,16 @@ def execute_notebook(path: Path, *, timeout: int = 600, kernel_name: str = "pyth
     except CellExecutionError as e:
         raise RuntimeError(f"{path}: a cell failed, the notebook was left unchanged.\n{e}") from None
     clean_metadata(nb)
-    # Write beside the original and rename, so a crash half-way never leaves a truncated notebook.
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=path.parent)
+    write_atomically(nb, path)
+
+
+def write_atomically(nb: nbformat.NotebookNode, dest: Path) -> None:
+    """Write beside `dest` and rename, so a crash half-way never leaves a truncated notebook."""
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=dest.parent)
     os.close(fd)
     try:
         nbformat.write(nb, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

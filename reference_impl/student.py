@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,7 +55,7 @@ from typing import Any
 
 import nbformat
 
-from reference_impl.notebooks import find_notebooks
+from reference_impl.notebooks import find_notebooks, write_atomically
 
 __all__ = [
     "BEGIN_SOLUTION",
@@ -381,18 +380,6 @@ def _same_text(dest: Path, nb: nbformat.NotebookNode) -> bool:
     return dest.read_text(encoding="utf-8").rstrip("\n") == nbformat.writes(nb).rstrip("\n")
 
 
-def _write_atomically(nb: nbformat.NotebookNode, dest: Path) -> None:
-    """Write beside `dest` and rename, so a crash never leaves half a notebook."""
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=dest.parent)
-    os.close(fd)
-    try:
-        nbformat.write(nb, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def build(
     paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *, force: bool = False
 ) -> list[str]:
@@ -462,12 +449,12 @@ def build(
         if changed is not None:
             backup = _backup_path(dest)
             shutil.copy2(dest, backup)
-            _write_atomically(made.notebook, dest)
+            write_atomically(made.notebook, dest)
             done.append(f"{dest}: {changed}; kept a backup at {backup}; wrote the new copy ({summary})")
         elif dest.exists() and _same_text(dest, made.notebook):
             done.append(f"{dest}: up to date")
         else:
-            _write_atomically(made.notebook, dest)
+            write_atomically(made.notebook, dest)
             done.append(f"{dest}: written from {master_path} ({summary})")
     return done
 
