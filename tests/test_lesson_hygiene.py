@@ -88,5 +88,5 @@ def test_the_redefinition_check_knows_the_package() -> None:
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_lesson_starts_with_the_shared_setup_cell(path: Path) -> None:
     first = _code_cells(path)[0]
-    assert "setup()" in _source(first), f"{path.name}: the first code cell must call reference_impl.lesson.setup()"
+    assert "setup(" in _source(first), f"{path.name}: the first code cell must call reference_impl.lesson.setup()"
     assert "nbval-ignore-output" in first.get("metadata", {}).get("tags", [])
