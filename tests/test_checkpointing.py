@@ -631,7 +631,8 @@ def test_version_guard_gradient_checkpointing_layer_overrides_call() -> None:
 
     assert "__call__" in vars(Theirs), (
         f"transformers {TF_VERSION}: GradientCheckpointingLayer no longer overrides __call__ (5.23 moved the logic "
-        "into a wrapped forward and renamed the cache kwarg). Update reference_impl/checkpointing.py and the lesson."
+        "into a wrapped forward; 5.24 also renamed past_key_values to cache). Update reference_impl/checkpointing.py "
+        "and the lesson."
     )
     assert Theirs.gradient_checkpointing is False
 
