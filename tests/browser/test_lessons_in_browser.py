@@ -242,3 +242,26 @@ def test_every_slider_lesson_exists(lessons_dir: Path) -> None:
     missing = [name for name in SLIDERS if not (lessons_dir / name).is_file()]
     lessons = sorted(p.name for p in lessons_dir.glob("*.ipynb"))
     assert not missing, f"SLIDERS names {missing}, not in lessons/ ({lessons}): update SLIDERS in {__file__}"
+
+
+def test_the_suite_sees_an_error_and_a_widget_the_front_end_cannot_draw(page: Any, lab_server: Any) -> None:
+    """The checks above bite: an untagged raising cell and an unrenderable widget are both reported."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import ipywidgets, traitlets\n\n"
+            "class FromTheFuture(ipywidgets.IntSlider):  # a widget version this JupyterLab cannot load\n"
+            "    _model_module_version = traitlets.Unicode('99.0.0').tag(sync=True)\n\n"
+            "FromTheFuture(description='n')"
+        ),
+        nbformat.v4.new_code_cell("1 / 0"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    name = "zz_broken_on_purpose.ipynb"
+    nbformat.write(nb, lab_server.root_dir / name)
+    open_notebook(page, lab_server, name)
+    run_all_cells(page)
+    saved = save_and_read(page, lab_server, name)
+    problems = problems_in(saved, wait_for_widgets(page, saved))
+    assert any(p.startswith("cell 1 shows an error: ZeroDivisionError") for p in problems), problems
+    assert any(p.startswith("cell 0:") and "widget" in p for p in problems), problems
