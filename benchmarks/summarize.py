@@ -44,18 +44,18 @@ def _conv1d(r: dict[str, Any]) -> list[Row]:
 
 
 def _chunking(r: dict[str, Any]) -> list[Row]:
-    rows = r["rows"]
-    shape = r["shape"]
-    c = max(r["chunk_sizes"])
-    ours, theirs, none = rows[f"ours c={c}"], rows[f"transformers c={c}"], rows["unchunked"]
-    what = f"BERT-base-shaped inference {shape['batch']}x{shape['seq']}, chunk {c}" if shape["layers"] == 12 else (
-        f"tiny BERT inference {shape['batch']}x{shape['seq']}, chunk {c}")
+    rows, shape, target = r["rows"], r["shape"], r["target"]
+    ours_c = target.get("ours_chunk", max(r["chunk_sizes"]))  # older records measured ours at their largest chunk
+    ref_c = target.get("reference_chunk", max(r["chunk_sizes"]))
+    ours, theirs, none = rows[f"ours c={ours_c}"], rows[f"transformers c={ref_c}"], rows["unchunked"]
+    model = "BERT-base-shaped" if shape["layers"] == 12 else f"tiny BERT ({shape['layers']} layers, C={shape['hidden']})"
     return [(
-        f"{what}: peak MiB unchunked -> transformers -> ours; ours' time / unchunked",
+        f"{model} inference {shape['batch']}x{shape['seq']}: peak MiB unchunked -> transformers c={ref_c} -> "
+        f"ours c={ours_c}; time / unchunked",
         f"{none['peak_mib']:.5g} -> {theirs['peak_mib']:.5g} -> {ours['peak_mib']:.5g}; "
-        f"{ours['time_vs_unchunked']:.3f}x (transformers {theirs['time_vs_unchunked']:.3f}x)",
+        f"ours {ours['time_vs_unchunked']:.3f}x (transformers c={ref_c}: {theirs['time_vs_unchunked']:.3f}x)",
         "same peak as transformers, <= 1.04x time",
-        _verdict(ours["peak_mib"] == theirs["peak_mib"] and ours["time_vs_unchunked"] <= 1.04),
+        _verdict(bool(target["met"])),
     )]
 
 
