@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing  # noqa: E402
-from reference_impl.measure import machine_info, side_by_side_seconds  # noqa: E402
+from reference_impl.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds  # noqa: E402
 
 MiB = 2**20
 
@@ -244,18 +244,12 @@ def _is_layer(module: torch.nn.Module) -> bool:
 
 
 def _peak_bytes(fn, device: str) -> int:
-    if device != "cuda":
-        from reference_impl.measure import PeakMemory
-
-        with PeakMemory() as mem:
-            fn()
-        return mem.peak_bytes
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before
+    """Peak bytes of one step above what was allocated before it: exact on CPU, the allocator's peak on a GPU."""
+    if device == "cuda":
+        return gpu_peak_memory(fn)
+    with PeakMemory() as mem:
+        fn()
+    return mem.peak_bytes
 
 
 def _ours_vs_theirs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -30,7 +30,7 @@ from transformers import BertConfig, BertModel
 from transformers.models.bert import modeling_bert
 
 from reference_impl.chunking import apply_chunking_to_forward
-from reference_impl.measure import PeakMemory, machine_info, side_by_side_seconds, tensor_bytes
+from reference_impl.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20
@@ -83,22 +83,13 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[BertModel, to
     return model, input_ids, shape
 
 
-def peak_bytes(model: BertModel, input_ids: torch.Tensor, run: Callable[[], Any]) -> int:
-    """Peak bytes above the model and its inputs while `run()` executes (its output included)."""
-    if input_ids.is_cuda:
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        out = run()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-        del out
-        return peak
-    baseline = [*model.parameters(), *model.buffers(), input_ids]
-    with PeakMemory(baseline=baseline) as mem:
-        out = run()
-    del out
-    return mem.peak_bytes - sum(tensor_bytes(t) for t in {id(t): t for t in baseline}.values())
+def peak_bytes(run: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes allocated while `run()` executes (its output included), above what existed before."""
+    if device.type == "cuda":
+        return gpu_peak_memory(run, device)
+    with PeakMemory() as mem:  # counts only storages created inside: the model and its inputs are not
+        run()
+    return mem.peak_bytes
 
 
 def main() -> None:
@@ -161,8 +152,8 @@ def main() -> None:
         del theirs, ours
     del reference
 
-    peaks = {name: peak_bytes(model, input_ids, run) for name, run in contenders.items()}
-    peaks["attention only"] = peak_bytes(model, input_ids, forward(0, skip_feed_forward))
+    peaks = {name: peak_bytes(run, device) for name, run in contenders.items()}
+    peaks["attention only"] = peak_bytes(forward(0, skip_feed_forward), device)
     seconds = side_by_side_seconds(timed, rounds=args.rounds, warmup=1)
 
     unchunked = seconds["unchunked"]
