@@ -5,7 +5,7 @@
 One causal attention layer call: 1 sequence of 1024 tokens, 16 heads of 64 dims, float32, forward only, no grad.
 The two eager functions get the same additive causal mask (`eager_mask`); sdpa gets `attention_mask=None`
 (`is_causal=True` inside, as `sdpa_mask` arranges for a plain causal batch). Timings are medians of interleaved
-rounds (`reference_impl.measure.side_by_side_seconds`), so the ratios are fair even on a busy machine.
+rounds (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratios are fair even on a busy machine.
 Target: ours within 5% of transformers' eager (the same operations in the same order).
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from reference_impl.attention import eager_attention_forward
 from reference_impl.masking import eager_mask
-from reference_impl.measure import machine_info, side_by_side_seconds
+from reference_impl.workbook.measure import machine_info, side_by_side_seconds
 
 TARGET = 1.05  # ours / transformers' eager
 
@@ -63,7 +63,8 @@ def main() -> None:
         )
     ratios = {
         "ours_eager / transformers_eager": medians["ours_eager"] / medians["transformers_eager"],
-        "transformers_sdpa / transformers_eager": medians["transformers_sdpa"] / medians["transformers_eager"],
+        "transformers_sdpa / transformers_eager": medians["transformers_sdpa"]
+        / medians["transformers_eager"],
     }
     record = {
         "what": "one causal attention call, forward, float32, CPU",
@@ -78,11 +79,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
 
-    print(f"attention, B={B} T={T} H={H} D={D}, float32, {args.threads} threads, median of {args.rounds} rounds")
+    print(
+        f"attention, B={B} T={T} H={H} D={D}, float32, {args.threads} threads, median of {args.rounds} rounds"
+    )
     for name, seconds in medians.items():
         print(f"  {name:<20} {seconds * 1e3:8.1f} ms   {seconds / medians['transformers_eager']:.3f}x eager")
     verdict = "meets" if record["meets_target"] else "MISSES"
-    print(f"ours / transformers eager = {ratios['ours_eager / transformers_eager']:.3f} ({verdict} target <= {TARGET})")
+    print(
+        f"ours / transformers eager = {ratios['ours_eager / transformers_eager']:.3f} ({verdict} target <= {TARGET})"
+    )
     print(f"wrote {args.out}")
 
 

@@ -5,7 +5,7 @@
 
 A training step is forward + loss + backward under bf16 autocast, on a model built from its config (random init,
 fp32 weights). For each model, every configuration is measured in one interleaved run
-(`reference_impl.measure.side_by_side_seconds`), so ratios between them are taken under the same conditions:
+(`reference_impl.workbook.measure.side_by_side_seconds`), so ratios between them are taken under the same conditions:
 
 - `none`: no checkpointing;
 - `hf_{re,nre}_k{1..4}`: transformers' `model.gradient_checkpointing_enable({"use_reentrant": ...}, every_n_layers=k)`;
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing  # noqa: E402
-from reference_impl.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds  # noqa: E402
+from reference_impl.workbook.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds  # noqa: E402
 
 MiB = 2**20
 

@@ -12,8 +12,8 @@ only. Every contender runs the same model with `layer.chunk_size_feed_forward` s
 - "attention only" (memory only): the feed-forward block replaced by the identity, so its peak is the floor
   that chunking the feed-forward block cannot go below.
 Peak memory is above the model and its inputs: `torch.cuda.max_memory_allocated` on a GPU, the exact count of
-`reference_impl.measure.PeakMemory` on a CPU. Times are medians measured interleaved in one run
-(`reference_impl.measure.side_by_side_seconds`), so their ratios are trustworthy.
+`reference_impl.workbook.measure.PeakMemory` on a CPU. Times are medians measured interleaved in one run
+(`reference_impl.workbook.measure.side_by_side_seconds`), so their ratios are trustworthy.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from transformers import BertConfig, BertModel
 from transformers.models.bert import modeling_bert
 
 from reference_impl.chunking import apply_chunking_to_forward
-from reference_impl.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds
+from reference_impl.workbook.measure import PeakMemory, gpu_peak_memory, machine_info, side_by_side_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20
@@ -101,8 +101,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    parser.add_argument("--chunks", type=int, nargs="+", default=None,
-                        help="chunk sizes to measure (default T/8 ... T/128); T/8, the issue's reference, is always added")
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="chunk sizes to measure (default T/8 ... T/128); T/8, the issue's reference, is always added",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -112,8 +117,12 @@ def main() -> None:
 
     model, input_ids, shape = build(args, device)
     seq = shape["seq"]
-    reference_chunk = seq // 8  # transformers' chunk_size_feed_forward=512 at 4096 tokens: the issue's reference
-    chunk_sizes = sorted(set(args.chunks or [seq // d for d in (8, 16, 32, 64, 128)]) | {reference_chunk}, reverse=True)
+    reference_chunk = (
+        seq // 8
+    )  # transformers' chunk_size_feed_forward=512 at 4096 tokens: the issue's reference
+    chunk_sizes = sorted(
+        set(args.chunks or [seq // d for d in (8, 16, 32, 64, 128)]) | {reference_chunk}, reverse=True
+    )
 
     def forward(chunk_size: int, fn: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:

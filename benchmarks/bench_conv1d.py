@@ -9,7 +9,7 @@ mlp c_fc (C -> 4C), mlp c_proj (4C -> C) -- the same weights are timed as
 - `transformers`: transformers.pytorch_utils.Conv1D (the same addmm),
 - `transformers_again`: a second, identical transformers layer: its ratio to `transformers` is the noise floor,
 - `linear`: nn.Linear holding W.T contiguous (F.linear: addmm on the transposed view of an (nf, nx) weight),
-interleaved (reference_impl.measure.side_by_side_seconds), in several passes. The target: ours within 3% of
+interleaved (reference_impl.workbook.measure.side_by_side_seconds), in several passes. The target: ours within 3% of
 transformers (ratio of medians <= 1.03).
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from reference_impl.conv1d import Conv1D, conv1d_to_linear
-from reference_impl.measure import machine_info, side_by_side_seconds
+from reference_impl.workbook.measure import machine_info, side_by_side_seconds
 
 TARGET = 1.03
 SIZES = {  # model: [(projection, nx, nf)]

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from reference_impl.measure import machine_info, side_by_side_seconds
-from reference_impl.pruning import prune_heads
-from reference_impl.pruning_experiment import predicted_latency_ratio, predicted_parameters
+from reference_impl.pruning_heads import prune_heads
+from reference_impl.workbook.measure import machine_info, side_by_side_seconds
+from reference_impl.workbook.pruning_experiment import predicted_latency_ratio, predicted_parameters
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _models() -> dict[str, dict[str, Any]]:
     from transformers import GPT2Config, GPT2Model
 
-    from reference_impl.pruning_experiment import tiny_task_config
+    from reference_impl.workbook.pruning_experiment import tiny_task_config
 
     return {
         "tiny (2x8 heads, C=64)": {"model": GPT2Model(tiny_task_config()), "batch": 64, "tokens": 12},
@@ -84,19 +84,28 @@ def measure(rounds: int) -> dict[str, Any]:
         rows = []
         for p, model in variants.items():
             params = sum(t.numel() for t in model.parameters())
-            rows.append({
-                "fraction_pruned": p,
-                "heads_per_layer": H - round(p * H),
-                "parameters": params,
-                "parameters_predicted": predicted_parameters(total, p, C, L),
-                "forward_seconds": seconds[f"forward {p}"],
-                "forward_ratio": seconds[f"forward {p}"] / seconds["forward 0.0"],
-                "forward_ratio_predicted": predicted_latency_ratio(p, C, T),
-                "attention_seconds": seconds[f"attention {p}"],
-                "attention_ratio": seconds[f"attention {p}"] / seconds["attention 0.0"],
-                "attention_ratio_predicted": 1 - p,
-            })
-        results[name] = {"batch": spec["batch"], "tokens": T, "layers": L, "heads": H, "hidden": C, "rows": rows}
+            rows.append(
+                {
+                    "fraction_pruned": p,
+                    "heads_per_layer": H - round(p * H),
+                    "parameters": params,
+                    "parameters_predicted": predicted_parameters(total, p, C, L),
+                    "forward_seconds": seconds[f"forward {p}"],
+                    "forward_ratio": seconds[f"forward {p}"] / seconds["forward 0.0"],
+                    "forward_ratio_predicted": predicted_latency_ratio(p, C, T),
+                    "attention_seconds": seconds[f"attention {p}"],
+                    "attention_ratio": seconds[f"attention {p}"] / seconds["attention 0.0"],
+                    "attention_ratio_predicted": 1 - p,
+                }
+            )
+        results[name] = {
+            "batch": spec["batch"],
+            "tokens": T,
+            "layers": L,
+            "heads": H,
+            "hidden": C,
+            "rows": rows,
+        }
     return results
 
 
@@ -120,9 +129,11 @@ def main() -> None:
         print(name)
         print("  pruned  heads  params (pred.)          forward ratio (ideal)  attention ratio (ideal)")
         for r in result["rows"]:
-            print(f"  {r['fraction_pruned']:>5.0%}  {r['heads_per_layer']:>5}  {r['parameters']:>10,} "
-                  f"({r['parameters_predicted']:>10,})  {r['forward_ratio']:>6.2f} ({r['forward_ratio_predicted']:.2f})"
-                  f"          {r['attention_ratio']:>6.2f} ({r['attention_ratio_predicted']:.2f})")
+            print(
+                f"  {r['fraction_pruned']:>5.0%}  {r['heads_per_layer']:>5}  {r['parameters']:>10,} "
+                f"({r['parameters_predicted']:>10,})  {r['forward_ratio']:>6.2f} ({r['forward_ratio_predicted']:.2f})"
+                f"          {r['attention_ratio']:>6.2f} ({r['attention_ratio_predicted']:.2f})"
+            )
 
 
 if __name__ == "__main__":

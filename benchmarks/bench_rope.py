@@ -6,7 +6,7 @@
 One step = `RotaryEmbedding(x, position_ids)` -> (cos, sin), then `apply_rotary_pos_emb(q, k, cos, sin)` for a
 32-head, 128-dim layer (Llama 3.1 8B's rope: llama3 scaling, base 500000; 8 KV heads). Ours
 (reference_impl.rope) and transformers' (LlamaRotaryEmbedding + modeling_llama.apply_rotary_pos_emb) are timed
-interleaved in one run (`reference_impl.measure.side_by_side_seconds`), so the ratio is what we record; the target
+interleaved in one run (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratio is what we record; the target
 is ours / theirs <= 1.05. Ours is timed twice per round ("ours again"), so the record also says how far two timings
 of the very same code drift apart on this machine. One thread by default: on a shared machine it varies least.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from reference_impl.measure import machine_info, side_by_side_seconds
 from reference_impl.rope import RotaryEmbedding, apply_rotary_pos_emb
+from reference_impl.workbook.measure import machine_info, side_by_side_seconds
 
 TARGET_RATIO = 1.05
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,10 +32,21 @@ def llama31_config(n_heads: int, head_dim: int):
     from packaging.version import Version
     from transformers import LlamaConfig
 
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192}
-    common = {"hidden_size": n_heads * head_dim, "num_attention_heads": n_heads, "num_key_value_heads": 8,
-              "max_position_embeddings": 131072, "num_hidden_layers": 1, "vocab_size": 128}
+    rope = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    common = {
+        "hidden_size": n_heads * head_dim,
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 131072,
+        "num_hidden_layers": 1,
+        "vocab_size": 128,
+    }
     if Version(transformers.__version__).major >= 5:
         return LlamaConfig(rope_parameters={**rope, "rope_theta": 500_000.0}, **common)
     return LlamaConfig(rope_scaling=rope, rope_theta=500_000.0, **common)
@@ -73,16 +84,24 @@ def main(argv: list[str] | None = None) -> dict:
     for a, b in zip(ours(), theirs(), strict=True):  # same work, same bits
         assert torch.equal(a, b), "ours and transformers' differ; fix that before timing"
     # "ours again" is the same function timed a second time: its ratio to "ours" is the noise floor of this run
-    seconds = side_by_side_seconds({"ours": ours, "transformers": theirs, "ours again": ours},
-                                   rounds=args.rounds, warmup=2)
+    seconds = side_by_side_seconds(
+        {"ours": ours, "transformers": theirs, "ours again": ours}, rounds=args.rounds, warmup=2
+    )
     ratio = seconds["ours"] / seconds["transformers"]
     noise = seconds["ours again"] / seconds["ours"]
     record = {
         "benchmark": "rope forward: RotaryEmbedding cos/sin + apply_rotary_pos_emb on q and k",
         "command": "python benchmarks/bench_rope.py" + (f" --tokens {T}" if T != 4096 else ""),
         "machine": machine_info(),
-        "shape": {"batch": 1, "tokens": T, "heads": H, "kv_heads": 8, "head_dim": D, "dtype": "float32",
-                  "rope_type": "llama3"},
+        "shape": {
+            "batch": 1,
+            "tokens": T,
+            "heads": H,
+            "kv_heads": 8,
+            "head_dim": D,
+            "dtype": "float32",
+            "rope_type": "llama3",
+        },
         "rounds": args.rounds,
         "median_seconds": seconds,
         "ratio_ours_over_transformers": ratio,
@@ -95,8 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':14}{'median ms':>10}")
     for name, s in seconds.items():
         print(f"{name:14}{s * 1e3:10.2f}")
-    print(f"ratio ours/transformers = {ratio:.3f} (target <= {TARGET_RATIO}); noise floor ours again/ours = "
-          f"{noise:.3f} -> {args.out}")
+    print(
+        f"ratio ours/transformers = {ratio:.3f} (target <= {TARGET_RATIO}); noise floor ours again/ours = "
+        f"{noise:.3f} -> {args.out}"
+    )
     return record
 
 

@@ -34,29 +34,39 @@ def _verdict(ok: bool) -> str:
 
 def _conv1d(r: dict[str, Any]) -> list[Row]:
     s = r["summary"]
-    return [(
-        "Conv1D fwd+bwd, ours / transformers (geomean over GPT-2 small+medium projections)",
-        f"{s['ours/transformers_geomean']:.3f} (single sizes up to {s['ours/transformers_worst']:.2f}; "
-        f"identical-layer noise {s['noise_floor_max_abs']:.0%})",
-        "<= 1.03",
-        _verdict(s["target_met_geomean"]),
-    )]
+    return [
+        (
+            "Conv1D fwd+bwd, ours / transformers (geomean over GPT-2 small+medium projections)",
+            f"{s['ours/transformers_geomean']:.3f} (single sizes up to {s['ours/transformers_worst']:.2f}; "
+            f"identical-layer noise {s['noise_floor_max_abs']:.0%})",
+            "<= 1.03",
+            _verdict(s["target_met_geomean"]),
+        )
+    ]
 
 
 def _chunking(r: dict[str, Any]) -> list[Row]:
     rows, shape, target = r["rows"], r["shape"], r["target"]
-    ours_c = target.get("ours_chunk", max(r["chunk_sizes"]))  # older records measured ours at their largest chunk
+    ours_c = target.get(
+        "ours_chunk", max(r["chunk_sizes"])
+    )  # older records measured ours at their largest chunk
     ref_c = target.get("reference_chunk", max(r["chunk_sizes"]))
     ours, theirs, none = rows[f"ours c={ours_c}"], rows[f"transformers c={ref_c}"], rows["unchunked"]
-    model = "BERT-base-shaped" if shape["layers"] == 12 else f"tiny BERT ({shape['layers']} layers, C={shape['hidden']})"
-    return [(
-        f"{model} inference {shape['batch']}x{shape['seq']}: peak MiB unchunked -> transformers c={ref_c} -> "
-        f"ours c={ours_c}; time / unchunked",
-        f"{none['peak_mib']:.5g} -> {theirs['peak_mib']:.5g} -> {ours['peak_mib']:.5g}; "
-        f"ours {ours['time_vs_unchunked']:.3f}x (transformers c={ref_c}: {theirs['time_vs_unchunked']:.3f}x)",
-        "same peak as transformers, <= 1.04x time",
-        _verdict(bool(target["met"])),
-    )]
+    model = (
+        "BERT-base-shaped"
+        if shape["layers"] == 12
+        else f"tiny BERT ({shape['layers']} layers, C={shape['hidden']})"
+    )
+    return [
+        (
+            f"{model} inference {shape['batch']}x{shape['seq']}: peak MiB unchunked -> transformers c={ref_c} -> "
+            f"ours c={ours_c}; time / unchunked",
+            f"{none['peak_mib']:.5g} -> {theirs['peak_mib']:.5g} -> {ours['peak_mib']:.5g}; "
+            f"ours {ours['time_vs_unchunked']:.3f}x (transformers c={ref_c}: {theirs['time_vs_unchunked']:.3f}x)",
+            "same peak as transformers, <= 1.04x time",
+            _verdict(bool(target["met"])),
+        )
+    ]
 
 
 def _checkpointing(r: dict[str, Any]) -> list[Row]:
@@ -70,40 +80,46 @@ def _checkpointing(r: dict[str, Any]) -> list[Row]:
         for key, ours in res.items():
             if not key.startswith("ours_") or ours.get("policy") != "full":
                 continue
-            theirs = res.get("hf_" + key[len("ours_"):])
+            theirs = res.get("hf_" + key[len("ours_") :])
             if theirs is None:
                 continue
             same_peak &= ours["peak_bytes"] == theirs["peak_bytes"]
             worst = max(worst, ours["median_s"] / theirs["median_s"])
-        out.append((
-            f"checkpointing step, {name} {m['batch']}x{m['seq']}, {rounds} rounds: ours / transformers, "
-            "same mode and every_n_layers",
-            f"peaks {'identical' if same_peak else 'DIFFER'}; worst time ratio {worst:.3f}",
-            "same peak, <= 1.02x",
-            _verdict(same_peak and worst <= 1.02),
-        ))
+        out.append(
+            (
+                f"checkpointing step, {name} {m['batch']}x{m['seq']}, {rounds} rounds: ours / transformers, "
+                "same mode and every_n_layers",
+                f"peaks {'identical' if same_peak else 'DIFFER'}; worst time ratio {worst:.3f}",
+                "same peak, <= 1.02x",
+                _verdict(same_peak and worst <= 1.02),
+            )
+        )
     return out
 
 
 def _rope(r: dict[str, Any]) -> list[Row]:
-    return [(
-        f"rotary cos/sin + apply to q, k ({r['shape']['tokens']} tokens, {r['shape']['heads']}x{r['shape']['head_dim']}): "
-        "ours / transformers",
-        f"{r['ratio_ours_over_transformers']:.3f} (ours vs itself: {r['ratio_ours_again_over_ours']:.3f})",
-        f"<= {r['target_ratio_at_most']}",
-        _verdict(r["within_target"]),
-    )]
+    return [
+        (
+            f"rotary cos/sin + apply to q, k ({r['shape']['tokens']} tokens, {r['shape']['heads']}x{r['shape']['head_dim']}): "
+            "ours / transformers",
+            f"{r['ratio_ours_over_transformers']:.3f} (ours vs itself: {r['ratio_ours_again_over_ours']:.3f})",
+            f"<= {r['target_ratio_at_most']}",
+            _verdict(r["within_target"]),
+        )
+    ]
 
 
 def _attention(r: dict[str, Any]) -> list[Row]:
     ratios = r["ratios"]
     s = r["shape"]
-    return [(
-        f"eager attention {s['tokens']} tokens, {s['heads']}x{s['head_dim']}: ours / transformers' eager",
-        f"{ratios['ours_eager / transformers_eager']:.3f} (sdpa / eager: {ratios['transformers_sdpa / transformers_eager']:.3f})",
-        "<= 1.05",
-        _verdict(r["meets_target"]),
-    )]
+    return [
+        (
+            f"eager attention {s['tokens']} tokens, {s['heads']}x{s['head_dim']}: ours / transformers' eager",
+            f"{ratios['ours_eager / transformers_eager']:.3f} (sdpa / eager: {ratios['transformers_sdpa / transformers_eager']:.3f})",
+            "<= 1.05",
+            _verdict(r["meets_target"]),
+        )
+    ]
 
 
 def _pruning(r: dict[str, Any]) -> list[Row]:
@@ -116,12 +132,14 @@ def _pruning(r: dict[str, Any]) -> list[Row]:
             f"{row['forward_ratio']:.2f} time (ideal {row['forward_ratio_predicted']:.2f})"
             for row in rows[1:]
         )
-        out.append((
-            f"head pruning, {name}, {m['batch']}x{m['tokens']} tokens: parameters and forward time after pruning",
-            ratios,
-            "parameters = prediction; time reported beside the FLOP-proportional ideal",
-            _verdict(exact),
-        ))
+        out.append(
+            (
+                f"head pruning, {name}, {m['batch']}x{m['tokens']} tokens: parameters and forward time after pruning",
+                ratios,
+                "parameters = prediction; time reported beside the FLOP-proportional ideal",
+                _verdict(exact),
+            )
+        )
     return out
 
 

@@ -91,11 +91,15 @@ def eager_attention_forward(
     B, H, T = query.shape[:3]
     H_kv, S = key.shape[1], key.shape[2]
     if H % H_kv != 0:
-        raise ValueError(f"query has {H} heads and key {H_kv}; the key/value heads must divide the query heads")
+        raise ValueError(
+            f"query has {H} heads and key {H_kv}; the key/value heads must divide the query heads"
+        )
     key_states = repeat_kv(key, H // H_kv)  # (B, H_kv, S, D) -> (B, H, S, D)
     value_states = repeat_kv(value, H // H_kv)
 
-    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    attn_weights = (
+        torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    )  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
     if attention_mask is None:
         is_causal = kwargs.get("is_causal")
         if is_causal is None:
@@ -143,8 +147,13 @@ def sdpa_attention_forward(
         is_causal = getattr(module, "is_causal", True)
     is_causal = T > 1 and attention_mask is None and is_causal
     attn_output = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0,
-        scale=scaling, is_causal=is_causal,
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout if module.training else 0.0,
+        scale=scaling,
+        is_causal=is_causal,
     )  # (B, H, T, D)
     return attn_output.transpose(1, 2).contiguous(), None  # (B, T, H, D)
 
@@ -160,14 +169,25 @@ def checked_attention(fn: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[.
     Incorrect:  return attn_output, attn_weights                                 # (B, H, T, D): no error in the model
     """
 
-    def checked(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                attention_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    def checked(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, Any]:
         attn_output, attn_weights = fn(module, query, key, value, attention_mask, *args, **kwargs)
         B, H, T, _ = query.shape
         expected = (B, T, H, value.shape[-1])
         got = tuple(attn_output.shape)
         if got != expected:
-            hint = " (that is (B, H, T, D): transpose(1, 2) before returning)" if got == (B, H, T, value.shape[-1]) else ""
+            hint = (
+                " (that is (B, H, T, D): transpose(1, 2) before returning)"
+                if got == (B, H, T, value.shape[-1])
+                else ""
+            )
             raise ValueError(
                 f"attention function {getattr(fn, '__name__', fn)!r} returned attn_output of shape {got}{hint}; "
                 f"expected (B, T, H, D) = {expected} for query (B, H, T, D) = {tuple(query.shape)}"
@@ -181,8 +201,11 @@ def checked_attention(fn: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[.
 
 def _check_mask_shape(mask: torch.Tensor, B: int, H: int, T: int, S: int) -> None:
     ok = (
-        mask.ndim == 4 and mask.shape[0] in (1, B) and mask.shape[1] in (1, H)
-        and mask.shape[2] == T and mask.shape[3] == S
+        mask.ndim == 4
+        and mask.shape[0] in (1, B)
+        and mask.shape[1] in (1, H)
+        and mask.shape[2] == T
+        and mask.shape[3] == S
     )
     if not ok:
         raise ValueError(
@@ -204,7 +227,9 @@ class AttentionEntropyRecorder:
         >>> recorder.records[0].shape          # (B, H, T) for layer 0
     """
 
-    def __init__(self, attention: Callable[..., tuple[torch.Tensor, torch.Tensor]] = eager_attention_forward) -> None:
+    def __init__(
+        self, attention: Callable[..., tuple[torch.Tensor, torch.Tensor]] = eager_attention_forward
+    ) -> None:
         self.attention = attention
         self.records: dict[int, torch.Tensor] = {}
 
@@ -237,7 +262,10 @@ class AttentionInterface(GeneralInterface):
     `fn(module, query, key, value, attention_mask, scaling=..., dropout=...)`.
     """
 
-    _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
+    _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {
+        "eager": eager_attention_forward,
+        "sdpa": sdpa_attention_forward,
+    }
     _kind = "attention function"
     _example_call = (("module", "query", "key", "value", "attention_mask"), dict(scaling=1.0, dropout=0.0))
 
@@ -280,11 +308,18 @@ def registered_in_transformers(
 def _from_cache_position(builder: Callable[..., Any]) -> Callable[..., Any]:
     """Adapt a (q_length, q_offset) builder to transformers 4.5x's call with `cache_position` (the query positions)."""
 
-    def builder_4x(batch_size: int, cache_position: torch.Tensor, kv_length: int, kv_offset: int = 0,
-                   **kwargs: Any) -> Any:
+    def builder_4x(
+        batch_size: int, cache_position: torch.Tensor, kv_length: int, kv_offset: int = 0, **kwargs: Any
+    ) -> Any:
         q_offset = int(cache_position[0]) if cache_position.numel() else 0
         kwargs.setdefault("device", cache_position.device)
-        return builder(batch_size=batch_size, q_length=cache_position.shape[0], kv_length=kv_length,
-                       q_offset=q_offset, kv_offset=kv_offset, **kwargs)
+        return builder(
+            batch_size=batch_size,
+            q_length=cache_position.shape[0],
+            kv_length=kv_length,
+            q_offset=q_offset,
+            kv_offset=kv_offset,
+            **kwargs,
+        )
 
     return builder_4x

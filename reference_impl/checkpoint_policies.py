@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,8 @@ __all__ = [
     "POLICIES",
     "SaveOutputsOf",
     "Segment",
+    "checkpointed_region",
+    "inside_checkpoint",
     "plan_layers",
     "segment_size",
 ]
@@ -71,6 +75,30 @@ POLICIES: dict[str, str] = {
     "selective": "keep matmul and attention outputs, recompute pointwise ops (non-reentrant only)",
     "selective_attention": "keep attention outputs only, recompute matmuls and pointwise ops (non-reentrant only)",
 }
+
+
+_REGION = threading.local()
+
+
+@contextmanager
+def checkpointed_region() -> Iterator[None]:
+    """Mark code that runs inside a checkpoint (the first pass or the recompute in backward).
+
+    A layer called inside such a region does not checkpoint again: only the outermost wrapper checkpoints (as in
+    transformers 5.23+). The mark is per thread, and is set by the checkpointed function itself, so it holds in
+    the recompute too, whichever thread autograd runs it on.
+    """
+    depth = getattr(_REGION, "depth", 0)
+    _REGION.depth = depth + 1
+    try:
+        yield
+    finally:
+        _REGION.depth = depth
+
+
+def inside_checkpoint() -> bool:
+    """True while code runs inside a checkpointed layer or segment (see `checkpointed_region`)."""
+    return getattr(_REGION, "depth", 0) > 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,11 @@ def _hidden(output: Any) -> Any:
 
 
 def _run_segment(first_call: functools.partial, later: Sequence[nn.Module], *args: Any) -> Any:
+    with checkpointed_region():
+        return _run_segment_layers(first_call, later, *args)
+
+
+def _run_segment_layers(first_call: functools.partial, later: Sequence[nn.Module], *args: Any) -> Any:
     output = first_call(*args)
     for layer in later:
         # nn.Module.__call__, not layer(...): the later layers' own (checkpointing) __call__ is bypassed.

@@ -30,20 +30,18 @@ Time: each checkpointed layer runs its forward twice, so the price is at most on
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from reference_impl.checkpoint_policies import plan_layers
+from reference_impl.checkpoint_policies import checkpointed_region, inside_checkpoint, plan_layers
 
 __all__ = [
     "CACHE_WARNINGS_GIVEN",
-    "GatedBlock",
+    "CHECKPOINT_TARGETS",
     "GradientCheckpointingLayer",
     "is_checkpointable_layer",
     "set_gradient_checkpointing",
@@ -55,6 +53,10 @@ CACHE_WARNINGS_GIVEN: set[str] = set()
 # The keyword arguments by which a layer receives a KV cache (transformers 5.22 names; 4.x also had the singular
 # "past_key_value"). Under checkpointing they are set to None: the recompute would write the cache a second time.
 _CACHE_KWARGS = ("past_key_values", "layer_past")
+
+#: What a checkpoint can wrap: the layer's `forward` (module hooks run once, outside the checkpoint; transformers
+#: 5.23+) or its whole `__call__` (hooks run inside, and again in the recompute; transformers 4.53-5.22).
+CHECKPOINT_TARGETS = ("forward", "__call__")
 
 
 class GradientCheckpointingLayer(nn.Module):
@@ -84,13 +86,55 @@ class GradientCheckpointingLayer(nn.Module):
     #: `torch.utils.checkpoint.checkpoint` with its keyword arguments bound; set by `set_gradient_checkpointing`.
     _gradient_checkpointing_func: Callable[..., Any] = functools.partial(checkpoint, use_reentrant=False)
 
+    #: What the checkpoint wraps, one of `CHECKPOINT_TARGETS`; set per layer by `set_gradient_checkpointing`.
+    #: NOTE [ forward, not __call__ ]: hooks on the layer (FSDP2's all-gather among them) stay outside the
+    #: checkpoint, so they run once per step, not again during the recompute; transformers moved there in 5.23.
+    checkpoint_target: str = "forward"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Wrap the forward this class resolves to, unless it is already ours (a subclass of a subclass), so that a
+        # class mixing our layer with transformers' (`class X(GradientCheckpointingLayer, GPT2Block)`) is covered.
+        forward = cls.forward
+        if not getattr(forward, "_checkpointing_wrapper", False):
+            cls.forward = _checkpointed_forward(forward)  # type: ignore[method-assign]
+
+    def _checkpoints_at(self, target: str) -> bool:
+        return (
+            self.gradient_checkpointing
+            and self.training
+            and self.checkpoint_target == target
+            and not inside_checkpoint()
+        )
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.gradient_checkpointing and self.training:
+        if self._checkpoints_at("__call__"):
             kwargs = _without_cache(type(self), kwargs, self._can_checkpoint_with_cache)
             # nn.Module.__call__ (not a bare forward) so that the module's hooks run inside the checkpoint too.
-            layer_call = functools.partial(nn.Module.__call__, self, **kwargs)
+            layer_call = functools.partial(_in_region, nn.Module.__call__, self, **kwargs)
             return self._gradient_checkpointing_func(layer_call, *args)
         return nn.Module.__call__(self, *args, **kwargs)
+
+
+def _in_region(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `function` marked as inside a checkpoint, so that the layers it calls do not checkpoint again."""
+    with checkpointed_region():
+        return function(*args, **kwargs)
+
+
+def _checkpointed_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` that checkpoints itself when its layer's `checkpoint_target` is "forward"."""
+
+    @functools.wraps(forward)
+    def wrapper(self: GradientCheckpointingLayer, *args: Any, **kwargs: Any) -> Any:
+        if self._checkpoints_at("forward"):
+            kwargs = _without_cache(type(self), kwargs, self._can_checkpoint_with_cache)
+            layer_forward = functools.partial(_in_region, forward, self, **kwargs)
+            return self._gradient_checkpointing_func(layer_forward, *args)
+        return forward(self, *args, **kwargs)
+
+    wrapper._checkpointing_wrapper = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _without_cache(cls: type, kwargs: dict[str, Any], can_keep_cache: bool) -> dict[str, Any]:
@@ -130,6 +174,7 @@ def set_gradient_checkpointing(
     every_n_layers: int = 1,
     policy: str = "full",
     segment_length: int | None = None,
+    checkpoint_target: str | None = None,
 ) -> list[bool]:
     """Turn gradient checkpointing on (or off) for every checkpointable layer inside `model`.
 
@@ -150,6 +195,9 @@ def set_gradient_checkpointing(
             attention outputs, recompute the pointwise ops), "selective_attention" (keep attention outputs only).
         segment_length: for policy "sqrt" only, the length s of a segment (default round(sqrt(L))), to draw
             Chen's curve M(s) = ceil(L / s) + a * s.
+        checkpoint_target: for our layers, what the checkpoint wraps: "forward" (the default; hooks run once) or
+            "__call__" (hooks run inside the checkpoint and again in the recompute, as in transformers <= 5.22).
+            transformers' own layers keep what the installed release does; None leaves every layer as it is.
 
     Returns:
         The per-layer flags, in order (True = that layer's call is checkpointed, or starts/continues a segment).
@@ -173,6 +221,10 @@ def set_gradient_checkpointing(
             f"{type(gradient_checkpointing_kwargs).__name__}; expected a mapping of keyword arguments for "
             "torch.utils.checkpoint.checkpoint, e.g. {'use_reentrant': False}, or None"
         )
+    if checkpoint_target is not None and checkpoint_target not in CHECKPOINT_TARGETS:
+        raise ValueError(
+            f"checkpoint_target={checkpoint_target!r} must be one of {list(CHECKPOINT_TARGETS)} or None"
+        )
     # Explicit, documented default: torch would otherwise warn and fall back to the reentrant variant.
     ckpt_kwargs.setdefault("use_reentrant", False)
 
@@ -193,6 +245,8 @@ def set_gradient_checkpointing(
         flag, func = plan[i] if plan is not None else (False, plain)
         layer.gradient_checkpointing = flag
         layer._gradient_checkpointing_func = func
+        if checkpoint_target is not None and isinstance(layer, GradientCheckpointingLayer):
+            layer.checkpoint_target = checkpoint_target
         flags.append(flag)
     if enable:
         CACHE_WARNINGS_GIVEN.clear()
@@ -201,24 +255,3 @@ def set_gradient_checkpointing(
         ):
             model.enable_input_require_grads()
     return flags
-
-
-class GatedBlock(GradientCheckpointingLayer):
-    r"""A residual gated layer for deep, narrow stacks whose memory can be counted by hand.
-
-    y = x + tanh(x W^T) * sigmoid(x W^T), W of shape (C, C), no bias.
-
-    Kept for backward without checkpointing, per layer, each the size of x (B, C): x (for the matmul's weight
-    gradient), tanh's output and sigmoid's output (each needed by its own derivative and by the product's):
-    a = 3 units. The matmul's output h is not kept; a selective policy that saves matmul outputs keeps it: 2 units
-    (x and h), with the three pointwise ops recomputed.
-    """
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(hidden_size, hidden_size, bias=False)
-        nn.init.normal_(self.linear.weight, std=1.0 / math.sqrt(hidden_size))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = self.linear(hidden_states)  # (B, C) -> (B, C)
-        return hidden_states + torch.tanh(h) * torch.sigmoid(h)

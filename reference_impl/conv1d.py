@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Conv1D", "conv1d_to_linear", "conv1d_to_nn_conv1d", "linear_to_conv1d"]
+__all__ = ["Conv1D", "conv1d_to_linear", "conv1d_to_nn_conv1d", "is_conv1d", "linear_to_conv1d"]
 
 
 class Conv1D(nn.Module):
@@ -99,15 +99,23 @@ class Conv1D(nn.Module):
         return x.view(size_out)  # (N, nf) -> (..., nf)
 
 
-def _require_conv1d(conv: object) -> None:
-    """Accept our Conv1D, or transformers' (same class name and layout: we do not import transformers here)."""
-    is_conv1d = isinstance(conv, Conv1D) or (
-        isinstance(conv, nn.Module)
-        and type(conv).__name__ == "Conv1D"
-        and hasattr(conv, "nf")
-        and hasattr(conv, "nx")
+def is_conv1d(layer: object) -> bool:
+    """Whether `layer` is GPT-2's Conv1D, ours or transformers' (the one rule the package uses).
+
+    Ours by `isinstance`; transformers' by its class name and layout (`nf`, `nx` and a tensor `weight`), so the
+    components never import transformers to check.
+    """
+    return isinstance(layer, Conv1D) or (
+        isinstance(layer, nn.Module)
+        and type(layer).__name__ == "Conv1D"
+        and hasattr(layer, "nf")
+        and hasattr(layer, "nx")
+        and isinstance(getattr(layer, "weight", None), torch.Tensor)
     )
-    if not is_conv1d:
+
+
+def _require_conv1d(conv: object) -> None:
+    if not is_conv1d(conv):
         raise TypeError(
             f"conv must be a Conv1D (ours or transformers'), got {type(conv).__module__}.{type(conv).__qualname__}"
         )

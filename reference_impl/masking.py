@@ -199,7 +199,9 @@ def sdpa_mask(
     """
     _check_sizes(batch_size=batch_size, q_length=q_length, kv_length=kv_length)
     padding_mask = _prepare_padding_mask(attention_mask, batch_size, kv_length, kv_offset)
-    if allow_is_causal_skip and _can_skip_causal_mask(padding_mask, q_length, kv_length, q_offset, kv_offset, local_size):
+    if allow_is_causal_skip and _can_skip_causal_mask(
+        padding_mask, q_length, kv_length, q_offset, kv_offset, local_size
+    ):
         return None
     if padding_mask is not None:
         mask_function = and_masks(mask_function, padding_mask_function(padding_mask))
@@ -232,8 +234,16 @@ def eager_mask(
     """
     kwargs.pop("allow_is_causal_skip", None)
     mask = sdpa_mask(
-        batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask,
-        allow_is_causal_skip=False, device=device, **kwargs,
+        batch_size,
+        q_length,
+        kv_length,
+        q_offset,
+        kv_offset,
+        mask_function,
+        attention_mask,
+        allow_is_causal_skip=False,
+        device=device,
+        **kwargs,
     )
     assert mask is not None  # allow_is_causal_skip=False always materialises
     return torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
@@ -251,7 +261,9 @@ def _prepare_padding_mask(
             "(a 4-D mask is already built: pass it to the attention function directly)"
         )
     if attention_mask.shape[0] != batch_size:
-        raise ValueError(f"attention_mask has batch size {attention_mask.shape[0]}, expected batch_size={batch_size}")
+        raise ValueError(
+            f"attention_mask has batch size {attention_mask.shape[0]}, expected batch_size={batch_size}"
+        )
     mask = attention_mask.bool()
     missing = kv_length + kv_offset - mask.shape[-1]
     if missing > 0:
@@ -260,7 +272,11 @@ def _prepare_padding_mask(
 
 
 def _can_skip_causal_mask(
-    padding_mask: torch.Tensor | None, q_length: int, kv_length: int, q_offset: int, kv_offset: int,
+    padding_mask: torch.Tensor | None,
+    q_length: int,
+    kv_length: int,
+    q_offset: int,
+    kv_offset: int,
     local_size: int | None,
 ) -> bool:
     """transformers 5.22's `_ignore_causal_mask_sdpa` for an eager (not traced) call."""
@@ -272,7 +288,8 @@ def _can_skip_causal_mask(
         return True
     # Empty-cache prefill: sdpa's upper-left `is_causal` already hides keys after the queries.
     return q_offset == 0 and (
-        padding_mask is None or (bool(padding_mask[:, :q_length].all()) and not bool(padding_mask[:, q_length:].any()))
+        padding_mask is None
+        or (bool(padding_mask[:, :q_length].all()) and not bool(padding_mask[:, q_length:].any()))
     )
 
 
@@ -293,8 +310,17 @@ class AttentionMaskInterface(GeneralInterface):
     _example_call = (
         (),
         dict(
-            batch_size=1, q_length=1, kv_length=1, q_offset=0, kv_offset=0, mask_function=causal_mask_function,
-            attention_mask=None, allow_is_causal_skip=True, dtype=torch.float32, config=None, use_vmap=False,
+            batch_size=1,
+            q_length=1,
+            kv_length=1,
+            q_offset=0,
+            kv_offset=0,
+            mask_function=causal_mask_function,
+            attention_mask=None,
+            allow_is_causal_skip=True,
+            dtype=torch.float32,
+            config=None,
+            use_vmap=False,
             device="cpu",
         ),
     )
@@ -314,10 +340,15 @@ def mask_picture(mask: torch.Tensor, q_offset: int = 0) -> str:
     if mask.ndim != 2:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected a 2-D (T, S) mask, e.g. mask[0, 0]")
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise ValueError(f"mask has dtype {mask.dtype}; expected bool (True = attend) or additive float (0 = attend)")
+        raise ValueError(
+            f"mask has dtype {mask.dtype}; expected bool (True = attend) or additive float (0 = attend)"
+        )
     allowed = mask if mask.dtype == torch.bool else mask == 0
     width = len(str(q_offset + mask.shape[0] - 1))
-    rows = [f"{q_offset + i:>{width}} " + " ".join("■" if a else "⬚" for a in row.tolist()) for i, row in enumerate(allowed)]
+    rows = [
+        f"{q_offset + i:>{width}} " + " ".join("■" if a else "⬚" for a in row.tolist())
+        for i, row in enumerate(allowed)
+    ]
     return "\n".join(rows)
 
 

@@ -4,11 +4,11 @@ Mirrors `transformers.pytorch_utils` (`prune_linear_layer` in 4.57.6 and 5.22.2;
 `prune_layer` and `find_pruneable_heads_and_indices` in 4.57.6 only: transformers 5 removed them with model-level
 pruning, PR #41417). Taught in lessons/05_head_pruning.ipynb.
 
-This module is the front door of the pruning component. The model-level pieces live in two more modules and are
-re-exported here, so `from reference_impl.pruning import prune_heads` works:
-- `reference_impl.head_pruning`: `prune_heads(model, {layer: [heads]})` for GPT-2 and BERT, in both transformers
-  lines, and saving / loading a pruned model;
-- `reference_impl.head_importance`: Michel et al.'s gradient score of each head, masking heads without pruning,
+The pruning component is three modules that sort together and depend one way (each imports only those above it):
+- `reference_impl.pruning` (this one): layer level, rows and columns of one Linear or Conv1D;
+- `reference_impl.pruning_heads`: model level, `prune_heads(model, {layer: [heads]})` for GPT-2 and BERT in both
+  transformers lines, and saving / loading a pruned model;
+- `reference_impl.pruning_importance`: Michel et al.'s gradient score of each head, masking heads without pruning,
   and choosing which heads to prune to a budget.
 
 # NOTE [ Where a head lives in a projection ]
@@ -37,28 +37,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and readers; at run time see `__getattr__` at the end
-    from reference_impl.conv1d import Conv1D
-    from reference_impl.head_importance import gate_heads, head_importance, mask_heads, select_heads_to_prune
-    from reference_impl.head_pruning import load_pruned_model, prune_heads, reapply_pruned_heads
+from reference_impl.conv1d import Conv1D, is_conv1d
 
 __all__ = [
     "find_pruneable_heads_and_indices",
-    "gate_heads",
-    "head_importance",
-    "load_pruned_model",
-    "mask_heads",
     "prune_conv1d_layer",
-    "prune_heads",
     "prune_layer",
     "prune_linear_layer",
-    "reapply_pruned_heads",
-    "select_heads_to_prune",
 ]
 
 
@@ -84,10 +73,14 @@ def _check_index(index: torch.Tensor | Sequence[int], size: int, what: str) -> t
         low, high = int(index.min()), int(index.max())
         if low < 0 or high >= size:
             bad = low if low < 0 else high
-            raise IndexError(f"index holds {bad}, out of range for {what} of size {size} (valid: 0 ... {size - 1})")
+            raise IndexError(
+                f"index holds {bad}, out of range for {what} of size {size} (valid: 0 ... {size - 1})"
+            )
         if index.unique().numel() != index.numel():
             values, counts = index.unique(return_counts=True)
-            raise ValueError(f"index holds {int(values[counts > 1][0])} more than once; each position may be kept once")
+            raise ValueError(
+                f"index holds {int(values[counts > 1][0])} more than once; each position may be kept once"
+            )
     return index
 
 
@@ -135,9 +128,13 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
         prune_linear_layer(dense, index, dim=0)   # incorrect: removes outputs (and their bias) instead
     """
     if not isinstance(layer, nn.Linear):
-        raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__module__}.{type(layer).__qualname__}")
+        raise TypeError(
+            f"layer must be a torch.nn.Linear, got {type(layer).__module__}.{type(layer).__qualname__}"
+        )
     _check_dim(dim)
-    index = _check_index(index, layer.weight.shape[dim], f"dim={dim} of a weight of shape {tuple(layer.weight.shape)}")
+    index = _check_index(
+        index, layer.weight.shape[dim], f"dim={dim} of a weight of shape {tuple(layer.weight.shape)}"
+    )
     index = index.to(layer.weight.device)
     weight = layer.weight.index_select(dim, index)  # (out, in) -> (K, in) or (out, K)
     out_features, in_features = weight.shape
@@ -149,17 +146,6 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
         bias = layer.bias if dim == 1 else layer.bias.index_select(0, index)
         new_layer.bias = _new_parameter(bias, layer.bias)
     return new_layer.train(layer.training)
-
-
-def _is_conv1d(layer: object) -> bool:
-    """GPT-2's Conv1D, ours or transformers' (same name and layout; we do not import transformers to check)."""
-    return (
-        isinstance(layer, nn.Module)
-        and type(layer).__name__ == "Conv1D"
-        and hasattr(layer, "nf")
-        and hasattr(layer, "nx")
-        and isinstance(getattr(layer, "weight", None), torch.Tensor)
-    )
 
 
 def prune_conv1d_layer(layer: Conv1D, index: torch.Tensor | Sequence[int], dim: int = 1) -> Conv1D:
@@ -181,12 +167,14 @@ def prune_conv1d_layer(layer: Conv1D, index: torch.Tensor | Sequence[int], dim: 
     Returns:
         `Conv1D(nf', nx')` with `nf' = K` when `dim=1`, `nx' = K` when `dim=0`, on fresh storage.
     """
-    if not _is_conv1d(layer):
+    if not is_conv1d(layer):
         raise TypeError(
             f"layer must be a Conv1D (ours or transformers'), got {type(layer).__module__}.{type(layer).__qualname__}"
         )
     _check_dim(dim)
-    index = _check_index(index, layer.weight.shape[dim], f"dim={dim} of a weight of shape {tuple(layer.weight.shape)}")
+    index = _check_index(
+        index, layer.weight.shape[dim], f"dim={dim} of a weight of shape {tuple(layer.weight.shape)}"
+    )
     index = index.to(layer.weight.device)
     weight = layer.weight.index_select(dim, index)  # (nx, nf) -> (nx, K) or (K, nf)
     nx, nf = weight.shape
@@ -209,7 +197,7 @@ def prune_layer(
     """
     if isinstance(layer, nn.Linear):
         return prune_linear_layer(layer, index, dim=0 if dim is None else dim)
-    if _is_conv1d(layer):
+    if is_conv1d(layer):
         return prune_conv1d_layer(layer, index, dim=1 if dim is None else dim)
     raise ValueError(
         f"Can't prune layer of class {type(layer).__module__}.{type(layer).__qualname__}: "
@@ -267,25 +255,3 @@ def find_pruneable_heads_and_indices(
         mask[position] = 0
     index = torch.arange(n_heads * head_size)[mask.view(-1).eq(1)]  # (H·D,) -> (H'·D,) ascending
     return heads, index
-
-
-# The model-level functions live in their own modules (they need this one), so they are re-exported lazily: an
-# import at the top of this file would be circular. `from reference_impl.pruning import prune_heads` still works.
-_LAZY: dict[str, str] = {
-    "prune_heads": "head_pruning",
-    "reapply_pruned_heads": "head_pruning",
-    "load_pruned_model": "head_pruning",
-    "gate_heads": "head_importance",
-    "mask_heads": "head_importance",
-    "head_importance": "head_importance",
-    "select_heads_to_prune": "head_importance",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reference_impl.pruning' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"reference_impl.{module}"), name)

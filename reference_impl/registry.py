@@ -84,7 +84,11 @@ class GeneralInterface(MutableMapping):
     def __delitem__(self, key: str) -> None:
         """Remove an instance-local override; class-wide entries are removed with `unregister`."""
         if key not in self._local_mapping:
-            where = "is registered class-wide: use unregister()" if key in self._global_mapping else "is not registered"
+            where = (
+                "is registered class-wide: use unregister()"
+                if key in self._global_mapping
+                else "is not registered"
+            )
             raise KeyError(f"{key!r} has no instance-local override to delete ({key!r} {where})")
         del self._local_mapping[key]
 
@@ -136,7 +140,9 @@ class GeneralInterface(MutableMapping):
     def unregister(cls, key: str) -> Callable[..., Any]:
         """Remove `key` from the class-wide mapping and return its function."""
         if key not in cls._global_mapping:
-            raise KeyError(f"{key!r} is not registered in {cls.__name__}; registered: {sorted(cls._global_mapping)}")
+            raise KeyError(
+                f"{key!r} is not registered in {cls.__name__}; registered: {sorted(cls._global_mapping)}"
+            )
         return cls._global_mapping.pop(key)
 
     @classmethod
@@ -157,7 +163,9 @@ class GeneralInterface(MutableMapping):
     def _validate(cls, key: object, fn: object) -> None:
         cls._validate_key(key)
         if not callable(fn):
-            raise TypeError(f"{cls._kind} registered under {key!r} must be callable, got {type(fn).__name__}: {fn!r}")
+            raise TypeError(
+                f"{cls._kind} registered under {key!r} must be callable, got {type(fn).__name__}: {fn!r}"
+            )
         if cls._example_call is None:
             return
         try:

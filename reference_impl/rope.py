@@ -82,10 +82,14 @@ def _dynamic_update(module: RotaryEmbedding, seq_len: torch.Tensor, device: torc
     state.last_update = "keep"
     if seq_len > state.max_seq_len_cached:  # growth: recompute the base for this longer length
         init_fn = get_rope_init_function(module.rope_type)
-        inv_freq, state.attention_scaling = init_fn(module.config, device, seq_len=seq_len, layer_type=module.layer_type)
+        inv_freq, state.attention_scaling = init_fn(
+            module.config, device, seq_len=seq_len, layer_type=module.layer_type
+        )
         module.register_buffer("inv_freq", inv_freq, persistent=False)
         state.max_seq_len_cached, state.last_update = int(seq_len), "grow"
-    elif seq_len < state.original_max_seq_len < state.max_seq_len_cached:  # reset: short inputs get plain RoPE back
+    elif (
+        seq_len < state.original_max_seq_len < state.max_seq_len_cached
+    ):  # reset: short inputs get plain RoPE back
         module.register_buffer("inv_freq", module.original_inv_freq.to(device), persistent=False)
         state.max_seq_len_cached, state.last_update = state.original_max_seq_len, "reset"
 
@@ -143,16 +147,22 @@ class RotaryEmbedding(nn.Module):
     inv_freq: torch.Tensor
     original_inv_freq: torch.Tensor
 
-    def __init__(self, config: Any, device: torch.device | str | None = None, layer_type: str | None = None) -> None:
+    def __init__(
+        self, config: Any, device: torch.device | str | None = None, layer_type: str | None = None
+    ) -> None:
         super().__init__()
         rc: RopeConfig = read_rope_config(config, layer_type)
         self.config = config
         self.layer_type = layer_type
         self.rope_type = rc.rope_type
-        inv_freq, attention_scaling = get_rope_init_function(rc.rope_type)(config, device, layer_type=layer_type)
+        inv_freq, attention_scaling = get_rope_init_function(rc.rope_type)(
+            config, device, layer_type=layer_type
+        )
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
-        if rc.rope_type == "longrope":  # the long set, chosen above L0 (transformers computes it on first use)
+        if (
+            rc.rope_type == "longrope"
+        ):  # the long set, chosen above L0 (transformers computes it on first use)
             long_inv_freq, _ = get_rope_init_function("longrope")(
                 config, device, seq_len=rc.original_max_position_embeddings + 1, layer_type=layer_type
             )
@@ -174,7 +184,9 @@ class RotaryEmbedding(nn.Module):
     @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: x (any shape; only its dtype and device are used), position_ids (B, T). Returns cos, sin (B, T, d)."""
-        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, d/2)
+        freqs = position_ids[..., None].float() * self.inv_freq.to(
+            device=x.device, dtype=torch.float
+        )  # (B, T, d/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, d): pair i and i + d/2 share a frequency
         cos = emb.cos() * self.attention_scaling
         sin = emb.sin() * self.attention_scaling
@@ -221,7 +233,9 @@ def apply_rotary_pos_emb(
         k_embed = (k * cos) + (rotate_half(k) * sin)
         return q_embed, k_embed
     if d > q.shape[-1]:
-        raise ValueError(f"cos.shape[-1]={d} is larger than the head dim q.shape[-1]={q.shape[-1]}; expected <=")
+        raise ValueError(
+            f"cos.shape[-1]={d} is larger than the head dim q.shape[-1]={q.shape[-1]}; expected <="
+        )
     q_rot, q_pass = q[..., :d], q[..., d:]
     k_rot, k_pass = k[..., :d], k[..., d:]
     q_embed = torch.cat([(q_rot * cos) + (rotate_half(q_rot) * sin), q_pass], dim=-1)

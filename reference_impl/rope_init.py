@@ -153,7 +153,9 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
         )
     max_pos = _get(config, "max_position_embeddings")
     if max_pos is None:
-        raise KeyError("config has no 'max_position_embeddings'; expected the model's context length (an int)")
+        raise KeyError(
+            "config has no 'max_position_embeddings'; expected the model's context length (an int)"
+        )
     original = (
         _get(config, "original_max_position_embeddings")
         or params.get("original_max_position_embeddings")
@@ -193,7 +195,10 @@ def _pair_exponents(d: int, device: torch.device | str | None) -> torch.Tensor:
 
 
 def _compute_default_rope_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | None = None, layer_type: str | None = None
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | None = None,
+    layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""Plain RoPE (RoFormer): θ_i = 1 / b^(2i/d); attention factor 1.
 
@@ -206,7 +211,10 @@ def _compute_default_rope_parameters(
 
 
 def _compute_linear_scaling_rope_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | None = None, layer_type: str | None = None
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | None = None,
+    layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""Linear scaling, Position Interpolation (Chen et al. 2023; kaiokendev): θ_i' = θ_i / s.
 
@@ -220,7 +228,9 @@ def _compute_linear_scaling_rope_parameters(
 
 
 def _compute_dynamic_ntk_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | torch.Tensor | None = None,
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | torch.Tensor | None = None,
     layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""Dynamic NTK (bloc97, emozilla 2023): b' = b · (s·L/L_max − (s − 1))^(d/(d−2)); θ_i = b'^(-2i/d).
@@ -279,7 +289,10 @@ def yarn_ramp(low: float, high: float, n_pairs: int) -> torch.Tensor:
 
 
 def _compute_yarn_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | None = None, layer_type: str | None = None
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | None = None,
+    layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""YaRN, "NTK-by-parts" plus a temperature (Peng et al. 2023, arXiv:2309.00071).
 
@@ -313,7 +326,9 @@ def _compute_yarn_parameters(
 
 
 def _compute_longrope_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | torch.Tensor | None = None,
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | torch.Tensor | None = None,
     layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""LongRoPE (Ding et al. 2024, arXiv:2402.13753; Phi-3): θ_i' = 1 / (λ_i · b^(2i/d)).
@@ -332,7 +347,9 @@ def _compute_longrope_parameters(
         attention_factor = 1.0 if s <= 1.0 else math.sqrt(1 + math.log(s) / math.log(L0))
 
     use_long = bool(seq_len and seq_len > L0)
-    lam = torch.tensor(rc.params["long_factor" if use_long else "short_factor"], dtype=torch.float32, device=device)
+    lam = torch.tensor(
+        rc.params["long_factor" if use_long else "short_factor"], dtype=torch.float32, device=device
+    )
     exponents = torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d  # 2i/d, (d/2,)
     inv_freq = 1.0 / (lam * b**exponents)
     return inv_freq, attention_factor
@@ -345,7 +362,10 @@ def llama3_wavelength_bands(rc: RopeConfig) -> tuple[float, float]:
 
 
 def _compute_llama3_parameters(
-    config: Any, device: torch.device | str | None = None, seq_len: int | None = None, layer_type: str | None = None
+    config: Any,
+    device: torch.device | str | None = None,
+    seq_len: int | None = None,
+    layer_type: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     r"""Llama 3.1's three bands over the wavelength λ_i = 2π / θ_i (Meta 2024):
 
@@ -386,5 +406,7 @@ ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[torch.Tensor, float]]] = {
 def get_rope_init_function(rope_type: str) -> Callable[..., tuple[torch.Tensor, float]]:
     """`ROPE_INIT_FUNCTIONS[rope_type]`, with a KeyError that lists the known types."""
     if rope_type not in ROPE_INIT_FUNCTIONS:
-        raise KeyError(f"rope_type={rope_type!r} is not in ROPE_INIT_FUNCTIONS; known: {sorted(ROPE_INIT_FUNCTIONS)}")
+        raise KeyError(
+            f"rope_type={rope_type!r} is not in ROPE_INIT_FUNCTIONS; known: {sorted(ROPE_INIT_FUNCTIONS)}"
+        )
     return ROPE_INIT_FUNCTIONS[rope_type]

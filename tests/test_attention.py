@@ -27,10 +27,15 @@ def module(is_causal: bool = True, training: bool = False) -> Any:
     return SimpleNamespace(is_causal=is_causal, training=training)
 
 
-def qkv(B: int = 2, H: int = 4, H_kv: int = 2, T: int = 5, S: int = 5, D: int = 8) -> tuple[torch.Tensor, ...]:
+def qkv(
+    B: int = 2, H: int = 4, H_kv: int = 2, T: int = 5, S: int = 5, D: int = 8
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(B, H, T, D, generator=g), torch.randn(B, H_kv, S, D, generator=g),
-            torch.randn(B, H_kv, S, D, generator=g))
+    return (
+        torch.randn(B, H, T, D, generator=g),
+        torch.randn(B, H_kv, S, D, generator=g),
+        torch.randn(B, H_kv, S, D, generator=g),
+    )
 
 
 def by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -51,9 +56,12 @@ def by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Te
 # ---- eager attention ----
 def test_eager_attention_matches_the_definition_with_grouped_query_heads() -> None:
     q, k, v = qkv()
-    mask = sdpa_mask(2, 5, 5, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]), allow_is_causal_skip=False)
-    out, w = eager_attention_forward(module(), q, k, v, eager_mask(2, 5, 5, attention_mask=mask[:, 0, -1]),
-                                     scaling=8**-0.5)
+    mask = sdpa_mask(
+        2, 5, 5, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]), allow_is_causal_skip=False
+    )
+    out, w = eager_attention_forward(
+        module(), q, k, v, eager_mask(2, 5, 5, attention_mask=mask[:, 0, -1]), scaling=8**-0.5
+    )
     assert out.shape == (2, 5, 4, 8) and w.shape == (2, 4, 5, 5) and out.is_contiguous()
     rows = mask[:, 0].any(-1)  # queries that see at least one key (left-padding queries see none)
     expected = by_hand(q, k, v, mask)
@@ -87,8 +95,12 @@ def test_no_mask_means_no_mask_for_a_non_causal_module_or_is_causal_false() -> N
     q, k, v = qkv()
     full = torch.zeros(1, 1, 5, 5)
     expected = eager_attention_forward(module(), q, k, v, full, scaling=0.5)[0]
-    assert torch.equal(eager_attention_forward(module(is_causal=False), q, k, v, None, scaling=0.5)[0], expected)
-    assert torch.equal(eager_attention_forward(module(), q, k, v, None, scaling=0.5, is_causal=False)[0], expected)
+    assert torch.equal(
+        eager_attention_forward(module(is_causal=False), q, k, v, None, scaling=0.5)[0], expected
+    )
+    assert torch.equal(
+        eager_attention_forward(module(), q, k, v, None, scaling=0.5, is_causal=False)[0], expected
+    )
 
 
 def test_dropout_applies_only_in_training() -> None:
@@ -119,7 +131,9 @@ def test_sdpa_forward_agrees_with_eager() -> None:
 @pytest.mark.parametrize("shape", [(3, 1, 5, 5), (2, 1, 4, 5), (2, 1, 5, 6), (2, 3, 5, 5), (5, 5)])
 def test_a_mask_of_the_wrong_batch_or_length_is_refused(shape: tuple[int, ...]) -> None:
     q, k, v = qkv()
-    with pytest.raises(ValueError, match=r"attention_mask has shape .*; expected \(B or 1, 1 or H, T, S\) with B=2, H=4, T=5"):
+    with pytest.raises(
+        ValueError, match=r"attention_mask has shape .*; expected \(B or 1, 1 or H, T, S\) with B=2, H=4, T=5"
+    ):
         eager_attention_forward(module(), q, k, v, torch.zeros(shape), scaling=0.5)
 
 
@@ -129,17 +143,27 @@ def test_key_heads_that_do_not_divide_query_heads_are_refused() -> None:
         eager_attention_forward(module(), q, k, v, None, scaling=0.5)
 
 
-def transposed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
-                         **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def transposed_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     out, w = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     return out.transpose(1, 2), w  # the trap: back to (B, H, T, D)
 
 
 def test_checked_attention_names_a_transposed_output() -> None:
     q, k, v = qkv()
-    with pytest.raises(ValueError, match=r"returned attn_output of shape \(2, 4, 5, 8\) \(that is \(B, H, T, D\): "
-                                         r"transpose\(1, 2\) before returning\); expected \(B, T, H, D\) = \(2, 5, 4, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"returned attn_output of shape \(2, 4, 5, 8\) \(that is \(B, H, T, D\): "
+        r"transpose\(1, 2\) before returning\); expected \(B, T, H, D\) = \(2, 5, 4, 8\)",
+    ):
         checked_attention(transposed_attention)(module(), q, k, v, None, scaling=0.5)
     out = checked_attention(eager_attention_forward)(module(), q, k, v, None, scaling=0.5)[0]
     assert torch.equal(out, eager_attention_forward(module(), q, k, v, None, scaling=0.5)[0])
@@ -154,7 +178,9 @@ def test_entropy_recorder_records_zero_for_one_key_and_log_n_for_uniform_rows() 
     assert torch.equal(out, eager_attention_forward(layer, q, k, v, None, scaling=0.5)[0])
     entropy = recorder.records[3]
     assert entropy.shape == (2, 2, 4)
-    torch.testing.assert_close(entropy[0, 0], torch.log(torch.arange(1.0, 5.0)))  # query 0 sees one key: 0 nats
+    torch.testing.assert_close(
+        entropy[0, 0], torch.log(torch.arange(1.0, 5.0))
+    )  # query 0 sees one key: 0 nats
 
 
 # ---- oracle: the real library ----
@@ -162,8 +188,15 @@ def test_entropy_recorder_records_zero_for_one_key_and_log_n_for_uniform_rows() 
 def llama() -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
@@ -267,8 +300,10 @@ def test_trap_transposed_output_changes_logits_silently_and_checked_attention_ca
     with registered_in_transformers("transposed", transposed_attention, eager_mask):
         wrong = logits(llama, "transposed", input_ids=llama.ids)  # no exception
     assert wrong.shape == reference.shape and (wrong - reference).abs().max() > 1e-2
-    with registered_in_transformers("checked", checked_attention(transposed_attention), eager_mask), \
-            pytest.raises(ValueError, match=r"\(that is \(B, H, T, D\): transpose\(1, 2\)"):
+    with (
+        registered_in_transformers("checked", checked_attention(transposed_attention), eager_mask),
+        pytest.raises(ValueError, match=r"\(that is \(B, H, T, D\): transpose\(1, 2\)"),
+    ):
         logits(llama, "checked", input_ids=llama.ids)
 
 
@@ -280,7 +315,9 @@ def test_trap_instance_registration_of_a_mask_builder_is_ignored(llama: Any) -> 
     inputs = dict(input_ids=llama.ids, attention_mask=llama.padding)
     reference = logits(llama, "sdpa", **inputs)
     with registered_in_transformers("ours", eager_attention_forward, None):
-        hf_masks["ours"] = transformers.masking_utils.eager_mask  # instance-local: create_causal_mask checks the class
+        hf_masks["ours"] = (
+            transformers.masking_utils.eager_mask
+        )  # instance-local: create_causal_mask checks the class
         try:
             assert "ours" in hf_masks
             wrong = logits(llama, "ours", **inputs)
@@ -295,14 +332,18 @@ def test_registered_in_transformers_leaves_both_registries_as_they_were() -> Non
     import transformers
     from transformers import masking_utils
 
-    before = (dict(transformers.AttentionInterface._global_mapping),
-              dict(masking_utils.AttentionMaskInterface._global_mapping))
+    before = (
+        dict(transformers.AttentionInterface._global_mapping),
+        dict(masking_utils.AttentionMaskInterface._global_mapping),
+    )
     with pytest.raises(RuntimeError), registered_in_transformers("tmp", eager_attention_forward, eager_mask):
         assert "tmp" in transformers.AttentionInterface._global_mapping
         assert "tmp" in masking_utils.AttentionMaskInterface._global_mapping
         raise RuntimeError("leave the block early")
-    after = (dict(transformers.AttentionInterface._global_mapping),
-             dict(masking_utils.AttentionMaskInterface._global_mapping))
+    after = (
+        dict(transformers.AttentionInterface._global_mapping),
+        dict(masking_utils.AttentionMaskInterface._global_mapping),
+    )
     assert after == before
 
 
@@ -311,8 +352,12 @@ def test_entropy_recorder_runs_by_name_and_records_every_layer(llama: Any) -> No
     recorder = AttentionEntropyRecorder()
     with registered_in_transformers("entropy", recorder, eager_mask):
         out = logits(llama, "entropy", input_ids=llama.ids, attention_mask=llama.padding)
-    torch.testing.assert_close(out[llama.real], logits(llama, "sdpa", input_ids=llama.ids,
-                                                        attention_mask=llama.padding)[llama.real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out[llama.real],
+        logits(llama, "sdpa", input_ids=llama.ids, attention_mask=llama.padding)[llama.real],
+        atol=1e-5,
+        rtol=0,
+    )
     assert sorted(recorder.records) == [0, 1]
     entropy = recorder.records[0][0]  # (H, T) for the unpadded row
     bound = torch.log(torch.arange(1.0, 8.0))  # query t sees t + 1 keys

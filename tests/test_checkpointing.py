@@ -1,7 +1,7 @@
 """Tests for reference_impl.checkpointing: same numbers with and without checkpointing, the traps, the bytes kept.
 
 PyTorch's own recipe (test_checkpoint.py): loss, input gradient and every parameter gradient are bitwise equal with
-and without checkpointing. The bytes autograd keeps are counted exactly with `reference_impl.measure.PeakMemory`.
+and without checkpointing. The bytes autograd keeps are counted exactly with `reference_impl.workbook.measure.PeakMemory`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from torch import nn
 from reference_impl.checkpoint_policies import segment_size
 from reference_impl.checkpointing import (
     CACHE_WARNINGS_GIVEN,
-    GatedBlock,
     GradientCheckpointingLayer,
     set_gradient_checkpointing,
 )
-from reference_impl.measure import PeakMemory
+from reference_impl.workbook.measure import PeakMemory
+from reference_impl.workbook.models import GatedBlock
 
 B, C = 8, 4
 UNIT = B * C * 4  # bytes of one (B, C) fp32 activation

@@ -16,7 +16,7 @@ from transformers.models.bert import modeling_bert
 from transformers.pytorch_utils import apply_chunking_to_forward as hf_apply_chunking_to_forward
 
 from reference_impl.chunking import apply_chunking_to_forward, probe_chunking_safety
-from reference_impl.measure import PeakMemory, SavedTensors, tensor_bytes
+from reference_impl.workbook.measure import PeakMemory, SavedTensors, tensor_bytes
 
 TRANSFORMERS = Version(transformers.__version__)
 

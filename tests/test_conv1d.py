@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reference_impl.conv1d import Conv1D, conv1d_to_linear, conv1d_to_nn_conv1d, linear_to_conv1d
-from reference_impl.measure import PeakMemory
+from reference_impl.workbook.measure import PeakMemory
 
 # fp32 outputs of two different BLAS calls (addmm on W versus F.linear on a contiguous W.T) differ by a few ulp.
 FP32_TOL = {"atol": 1e-5, "rtol": 1e-5}

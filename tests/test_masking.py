@@ -26,68 +26,82 @@ from reference_impl.masking import (
 
 
 def picture(mask_function: Any, q_length: int = 5, kv_length: int = 5, **kwargs: Any) -> str:
-    mask = sdpa_mask(1, q_length, kv_length, mask_function=mask_function, allow_is_causal_skip=False, **kwargs)
+    mask = sdpa_mask(
+        1, q_length, kv_length, mask_function=mask_function, allow_is_causal_skip=False, **kwargs
+    )
     return mask_picture(mask[0, 0], q_offset=kwargs.get("q_offset", 0))
 
 
 # ---- golden pictures (the same as transformers' docstrings) ----
 def test_causal_mask_picture() -> None:
-    assert picture(causal_mask_function) == "\n".join([
-        "0 ■ ⬚ ⬚ ⬚ ⬚",
-        "1 ■ ■ ⬚ ⬚ ⬚",
-        "2 ■ ■ ■ ⬚ ⬚",
-        "3 ■ ■ ■ ■ ⬚",
-        "4 ■ ■ ■ ■ ■",
-    ])
+    assert picture(causal_mask_function) == "\n".join(
+        [
+            "0 ■ ⬚ ⬚ ⬚ ⬚",
+            "1 ■ ■ ⬚ ⬚ ⬚",
+            "2 ■ ■ ■ ⬚ ⬚",
+            "3 ■ ■ ■ ■ ⬚",
+            "4 ■ ■ ■ ■ ■",
+        ]
+    )
 
 
 def test_sliding_window_of_3_keeps_three_keys_including_the_query_itself() -> None:
-    assert picture(sliding_window_causal_mask_function(3)) == "\n".join([
-        "0 ■ ⬚ ⬚ ⬚ ⬚",
-        "1 ■ ■ ⬚ ⬚ ⬚",
-        "2 ■ ■ ■ ⬚ ⬚",
-        "3 ⬚ ■ ■ ■ ⬚",
-        "4 ⬚ ⬚ ■ ■ ■",
-    ])
+    assert picture(sliding_window_causal_mask_function(3)) == "\n".join(
+        [
+            "0 ■ ⬚ ⬚ ⬚ ⬚",
+            "1 ■ ■ ⬚ ⬚ ⬚",
+            "2 ■ ■ ■ ⬚ ⬚",
+            "3 ⬚ ■ ■ ■ ⬚",
+            "4 ⬚ ⬚ ■ ■ ■",
+        ]
+    )
 
 
 def test_chunked_mask_of_3_restarts_at_position_3() -> None:
-    assert picture(chunked_causal_mask_function(3)) == "\n".join([
-        "0 ■ ⬚ ⬚ ⬚ ⬚",
-        "1 ■ ■ ⬚ ⬚ ⬚",
-        "2 ■ ■ ■ ⬚ ⬚",
-        "3 ⬚ ⬚ ⬚ ■ ⬚",
-        "4 ⬚ ⬚ ⬚ ■ ■",
-    ])
+    assert picture(chunked_causal_mask_function(3)) == "\n".join(
+        [
+            "0 ■ ⬚ ⬚ ⬚ ⬚",
+            "1 ■ ■ ⬚ ⬚ ⬚",
+            "2 ■ ■ ■ ⬚ ⬚",
+            "3 ⬚ ⬚ ⬚ ■ ⬚",
+            "4 ⬚ ⬚ ⬚ ■ ■",
+        ]
+    )
 
 
 def test_padding_hides_padded_keys_from_every_query() -> None:
     padding = torch.tensor([[0, 0, 1, 1, 1]])
-    assert picture(causal_mask_function, attention_mask=padding) == "\n".join([
-        "0 ⬚ ⬚ ⬚ ⬚ ⬚",
-        "1 ⬚ ⬚ ⬚ ⬚ ⬚",
-        "2 ⬚ ⬚ ■ ⬚ ⬚",
-        "3 ⬚ ⬚ ■ ■ ⬚",
-        "4 ⬚ ⬚ ■ ■ ■",
-    ])
+    assert picture(causal_mask_function, attention_mask=padding) == "\n".join(
+        [
+            "0 ⬚ ⬚ ⬚ ⬚ ⬚",
+            "1 ⬚ ⬚ ⬚ ⬚ ⬚",
+            "2 ⬚ ⬚ ■ ⬚ ⬚",
+            "3 ⬚ ⬚ ■ ■ ⬚",
+            "4 ⬚ ⬚ ■ ■ ■",
+        ]
+    )
 
 
 def test_a_0_1_int_padding_mask_composes_like_a_bool_one() -> None:
     ints = and_masks(causal_mask_function, padding_mask_function(torch.tensor([[0, 0, 1, 1, 1]])))
-    bools = and_masks(causal_mask_function, padding_mask_function(torch.tensor([[False, False, True, True, True]])))
+    bools = and_masks(
+        causal_mask_function, padding_mask_function(torch.tensor([[False, False, True, True, True]]))
+    )
     assert picture(ints) == picture(bools)
 
 
 def test_packed_sequences_attend_only_within_their_own_segment() -> None:
     segments = torch.tensor([[0, 0, 1, 1, 1]])
     fn = and_masks(causal_mask_function, packed_sequence_mask_function(segments))
-    assert picture(fn) == "\n".join([
-        "0 ■ ⬚ ⬚ ⬚ ⬚",
-        "1 ■ ■ ⬚ ⬚ ⬚",
-        "2 ⬚ ⬚ ■ ⬚ ⬚",
-        "3 ⬚ ⬚ ■ ■ ⬚",
-        "4 ⬚ ⬚ ■ ■ ■",
-    ])
+    assert picture(fn) == "\n".join(
+        [
+            "0 ■ ⬚ ⬚ ⬚ ⬚",
+            "1 ■ ■ ⬚ ⬚ ⬚",
+            "2 ⬚ ⬚ ■ ⬚ ⬚",
+            "3 ⬚ ⬚ ■ ■ ⬚",
+            "4 ⬚ ⬚ ■ ■ ■",
+        ]
+    )
 
 
 def test_a_query_offset_draws_the_last_rows_of_the_full_mask() -> None:
@@ -96,13 +110,15 @@ def test_a_query_offset_draws_the_last_rows_of_the_full_mask() -> None:
 
 def test_chunks_of_a_left_padded_row_start_at_its_first_real_token() -> None:
     lp = torch.tensor([2])
-    assert picture(chunked_causal_mask_function(2, lp)) == "\n".join([
-        "0 ■ ⬚ ⬚ ⬚ ⬚",
-        "1 ■ ■ ⬚ ⬚ ⬚",
-        "2 ⬚ ⬚ ■ ⬚ ⬚",
-        "3 ⬚ ⬚ ■ ■ ⬚",
-        "4 ⬚ ⬚ ⬚ ⬚ ■",
-    ])
+    assert picture(chunked_causal_mask_function(2, lp)) == "\n".join(
+        [
+            "0 ■ ⬚ ⬚ ⬚ ⬚",
+            "1 ■ ■ ⬚ ⬚ ⬚",
+            "2 ⬚ ⬚ ■ ⬚ ⬚",
+            "3 ⬚ ⬚ ■ ■ ⬚",
+            "4 ⬚ ⬚ ⬚ ⬚ ■",
+        ]
+    )
 
 
 # ---- properties ----
@@ -110,12 +126,20 @@ sizes = st.tuples(st.integers(1, 7), st.integers(0, 5), st.integers(1, 6))  # q_
 
 
 @given(sizes)
-def test_sliding_window_is_inside_causal_and_each_row_holds_min_w_and_position_plus_one(size: tuple[int, int, int]) -> None:
+def test_sliding_window_is_inside_causal_and_each_row_holds_min_w_and_position_plus_one(
+    size: tuple[int, int, int],
+) -> None:
     T, q_off, w = size
     S = T + q_off
     causal = sdpa_mask(1, T, S, q_offset=q_off, allow_is_causal_skip=False)
-    window = sdpa_mask(1, T, S, q_offset=q_off, mask_function=sliding_window_causal_mask_function(w),
-                       allow_is_causal_skip=False)
+    window = sdpa_mask(
+        1,
+        T,
+        S,
+        q_offset=q_off,
+        mask_function=sliding_window_causal_mask_function(w),
+        allow_is_causal_skip=False,
+    )
     assert bool((window <= causal).all())
     positions = torch.arange(T) + q_off
     assert window[0, 0].sum(-1).tolist() == torch.clamp(positions + 1, max=w).tolist()
@@ -144,7 +168,9 @@ def test_offsets_cut_the_same_window_out_of_the_full_mask(T: int, q_off: int, kv
 
 
 @given(st.lists(st.booleans(), min_size=6, max_size=6), st.sampled_from([torch.float32, torch.bfloat16]))
-def test_eager_mask_is_zero_where_sdpa_mask_attends_and_dtype_min_elsewhere(pad: list[bool], dtype: torch.dtype) -> None:
+def test_eager_mask_is_zero_where_sdpa_mask_attends_and_dtype_min_elsewhere(
+    pad: list[bool], dtype: torch.dtype
+) -> None:
     padding = torch.tensor([pad, [True] * 6])
     bool_mask = sdpa_mask(2, 6, 6, attention_mask=padding, allow_is_causal_skip=False)
     additive = eager_mask(2, 6, 6, attention_mask=padding, dtype=dtype)
@@ -164,7 +190,9 @@ def test_a_padding_mask_shorter_than_the_keys_masks_the_missing_ones() -> None:
 def test_a_short_padding_mask_is_padded_as_transformers_does() -> None:
     padding = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
     ours = sdpa_mask(2, 3, 8, q_offset=1, attention_mask=padding, allow_is_causal_skip=False)
-    theirs = hf_builder("sdpa_mask", 3, 8, 1, 0, batch_size=2, attention_mask=padding, allow_is_causal_skip=False)
+    theirs = hf_builder(
+        "sdpa_mask", 3, 8, 1, 0, batch_size=2, attention_mask=padding, allow_is_causal_skip=False
+    )
     assert torch.equal(ours, theirs.expand_as(ours))
 
 
@@ -178,9 +206,13 @@ def test_builders_leave_their_inputs_unchanged() -> None:
 def test_a_plain_causal_batch_skips_the_mask_only_when_allowed() -> None:
     assert sdpa_mask(2, 4, 4) is None
     assert sdpa_mask(2, 1, 7, q_offset=6) is None  # decoding one token sees everything
-    assert sdpa_mask(2, 4, 4, attention_mask=torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is not None  # padding
+    assert (
+        sdpa_mask(2, 4, 4, attention_mask=torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is not None
+    )  # padding
     assert sdpa_mask(2, 4, 4, local_size=3) is not None  # a window shorter than the keys must be drawn
-    assert sdpa_mask(2, 3, 7, q_offset=4) is not None  # chunked prefill after a cache: is_causal is top-left aligned
+    assert (
+        sdpa_mask(2, 3, 7, q_offset=4) is not None
+    )  # chunked prefill after a cache: is_causal is top-left aligned
     assert eager_mask(2, 4, 4) is not None
 
 
@@ -221,9 +253,13 @@ def test_mask_functions_need_2d_tensors_and_pictures_need_2d_masks() -> None:
         padding_mask_function(torch.ones(4))
     with pytest.raises(ValueError, match=r"packed_sequence_mask must be a 2-D .* got list"):
         packed_sequence_mask_function([0, 1])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"mask has shape \(1, 1, 2, 2\); expected a 2-D \(T, S\) mask, e.g. mask\[0, 0\]"):
+    with pytest.raises(
+        ValueError, match=r"mask has shape \(1, 1, 2, 2\); expected a 2-D \(T, S\) mask, e.g. mask\[0, 0\]"
+    ):
         mask_picture(torch.ones(1, 1, 2, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"mask has dtype torch.int64; expected bool \(True = attend\) or additive float"):
+    with pytest.raises(
+        ValueError, match=r"mask has dtype torch.int64; expected bool \(True = attend\) or additive float"
+    ):
         mask_picture(torch.ones(2, 2, dtype=torch.long))
 
 
@@ -256,9 +292,14 @@ def hf_builder(name: str, q_length: int, kv_length: int, q_offset: int, kv_offse
 LEFT_PADDING = torch.tensor([0, 3])
 MASK_FUNCTIONS = {
     "causal": lambda mu: (causal_mask_function, mu.causal_mask_function),
-    "sliding3": lambda mu: (sliding_window_causal_mask_function(3), mu.sliding_window_causal_mask_function(3)),
-    "chunked3": lambda mu: (chunked_causal_mask_function(3, LEFT_PADDING),
-                            mu.chunked_causal_mask_function(3, LEFT_PADDING)),
+    "sliding3": lambda mu: (
+        sliding_window_causal_mask_function(3),
+        mu.sliding_window_causal_mask_function(3),
+    ),
+    "chunked3": lambda mu: (
+        chunked_causal_mask_function(3, LEFT_PADDING),
+        mu.chunked_causal_mask_function(3, LEFT_PADDING),
+    ),
 }
 # (q_length, kv_length, q_offset, kv_offset): prefill, decode after 9 tokens, a chunk after 6, a sliding cache
 SIZES = [(10, 10, 0, 0), (1, 10, 9, 0), (4, 10, 6, 0), (3, 5, 8, 6)]
@@ -276,27 +317,52 @@ def padding_for(kv_length: int, kv_offset: int, padded: bool) -> torch.Tensor | 
 @pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
 @pytest.mark.parametrize("size", SIZES, ids=[f"q{s[0]}kv{s[1]}qo{s[2]}ko{s[3]}" for s in SIZES])
 @pytest.mark.parametrize("kind", sorted(MASK_FUNCTIONS))
-def test_our_builders_equal_transformers_exactly(kind: str, size: tuple[int, int, int, int], padded: bool) -> None:
+def test_our_builders_equal_transformers_exactly(
+    kind: str, size: tuple[int, int, int, int], padded: bool
+) -> None:
     ours_fn, theirs_fn = MASK_FUNCTIONS[kind](_hf())
     T, S, q_off, kv_off = size
     padding = padding_for(S, kv_off, padded)
     common = dict(batch_size=2, attention_mask=padding)
-    ours = sdpa_mask(q_length=T, kv_length=S, q_offset=q_off, kv_offset=kv_off, mask_function=ours_fn,
-                     allow_is_causal_skip=False, **common)
-    theirs = hf_builder("sdpa_mask", T, S, q_off, kv_off, mask_function=theirs_fn, allow_is_causal_skip=False, **common)
+    ours = sdpa_mask(
+        q_length=T,
+        kv_length=S,
+        q_offset=q_off,
+        kv_offset=kv_off,
+        mask_function=ours_fn,
+        allow_is_causal_skip=False,
+        **common,
+    )
+    theirs = hf_builder(
+        "sdpa_mask", T, S, q_off, kv_off, mask_function=theirs_fn, allow_is_causal_skip=False, **common
+    )
     assert ours.dtype == theirs.dtype == torch.bool
     assert torch.equal(ours, theirs.expand_as(ours)) and ours.shape == (2, 1, T, S)
     for dtype in (torch.float32, torch.bfloat16):
-        ours_e = eager_mask(q_length=T, kv_length=S, q_offset=q_off, kv_offset=kv_off, mask_function=ours_fn,
-                            dtype=dtype, **common)
-        theirs_e = hf_builder("eager_mask", T, S, q_off, kv_off, mask_function=theirs_fn, dtype=dtype, **common)
+        ours_e = eager_mask(
+            q_length=T,
+            kv_length=S,
+            q_offset=q_off,
+            kv_offset=kv_off,
+            mask_function=ours_fn,
+            dtype=dtype,
+            **common,
+        )
+        theirs_e = hf_builder(
+            "eager_mask", T, S, q_off, kv_off, mask_function=theirs_fn, dtype=dtype, **common
+        )
         assert ours_e.dtype == theirs_e.dtype == dtype
         assert torch.equal(ours_e, theirs_e.expand_as(ours_e))
 
 
 SKIP_CASES = [
-    (4, 4, 0, 0, False, None), (1, 10, 9, 0, False, None), (4, 4, 0, 0, True, None), (4, 10, 6, 0, False, None),
-    (4, 4, 0, 0, False, 3), (4, 4, 0, 0, False, 8), (4, 10, 0, 0, False, None),
+    (4, 4, 0, 0, False, None),
+    (1, 10, 9, 0, False, None),
+    (4, 4, 0, 0, True, None),
+    (4, 10, 6, 0, False, None),
+    (4, 4, 0, 0, False, 3),
+    (4, 4, 0, 0, False, 8),
+    (4, 10, 0, 0, False, None),
 ]
 
 
@@ -308,10 +374,14 @@ def test_we_skip_the_causal_mask_exactly_when_transformers_does(
     import transformers
 
     if q_off == 0 and T < S and Version(transformers.__version__) < Version("5.0"):
-        pytest.skip("4.x draws the empty-cache prefill mask; see test_version_guard_empty_cache_prefill_skip_is_new_in_5")
+        pytest.skip(
+            "4.x draws the empty-cache prefill mask; see test_version_guard_empty_cache_prefill_skip_is_new_in_5"
+        )
     padding = padding_for(S, kv_off, padded)
     ours = sdpa_mask(2, T, S, q_offset=q_off, kv_offset=kv_off, attention_mask=padding, local_size=local_size)
-    theirs = hf_builder("sdpa_mask", T, S, q_off, kv_off, batch_size=2, attention_mask=padding, local_size=local_size)
+    theirs = hf_builder(
+        "sdpa_mask", T, S, q_off, kv_off, batch_size=2, attention_mask=padding, local_size=local_size
+    )
     assert (ours is None) == (theirs is None)
     if ours is not None:
         assert torch.equal(ours, theirs.expand_as(ours))

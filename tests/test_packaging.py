@@ -55,11 +55,13 @@ def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
     for name, req in declared.items():
         if name == "torch":
             continue  # pyproject says torch>=2.6; both install commands pin the CPU build 2.13.0 (see README)
-        assert in_conda[name] == req, f"{name}: environment.yml says {in_conda[name]!r}, pyproject.toml {req!r}"
+        assert in_conda[name] == req, (
+            f"{name}: environment.yml says {in_conda[name]!r}, pyproject.toml {req!r}"
+        )
 
 
 def test_transformers_pin_is_the_same_everywhere() -> None:
-    from reference_impl.envcheck import PINNED_TRANSFORMERS
+    from reference_impl.workbook.envcheck import PINNED_TRANSFORMERS
 
     pins = {r for r in _expand_extra("dev") + _expand_extra("lessons") if r.startswith("transformers")}
     assert pins == {f"transformers=={PINNED_TRANSFORMERS}"}, pins
@@ -71,19 +73,34 @@ def test_package_is_typed() -> None:
     assert "py.typed" in _pyproject()["tool"]["setuptools"]["package-data"]["reference_impl"]
 
 
-@pytest.mark.parametrize("name", sorted(reference_impl._EXPORTS))
-def test_every_reexported_name_resolves_to_its_module(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(set(reference_impl.__all__) - {"__version__"}))
+def test_every_exported_name_is_defined_in_a_component_module(name: str) -> None:
+    import pkgutil
+
     obj = getattr(reference_impl, name)
-    module = importlib.import_module(f"reference_impl.{reference_impl._EXPORTS[name]}")
-    assert getattr(module, name) is obj
+    homes = [
+        info.name
+        for info in pkgutil.iter_modules(reference_impl.__path__, "reference_impl.")
+        if name in getattr(importlib.import_module(info.name), "__all__", ())
+        and getattr(importlib.import_module(info.name), name) is obj
+    ]
+    assert homes, f"{name} is in reference_impl.__all__ but in no component module's __all__"
+    assert not any(home.startswith("reference_impl.workbook") for home in homes), (name, homes)
 
 
-def test_no_reexported_name_is_also_a_submodule_name() -> None:
-    # `import reference_impl.x` sets the attribute `x` on the package, which would shadow a re-exported `x`.
+def test_transformers_names_and_additions_are_disjoint_and_make_all() -> None:
+    names, additions = set(reference_impl.TRANSFORMERS_NAMES), set(reference_impl.ADDITIONS)
+    assert not names & additions, names & additions
+    assert set(reference_impl.__all__) == names | additions | {"__version__"}
+    assert len(reference_impl.__all__) == len(set(reference_impl.__all__)), "a name is listed twice"
+
+
+def test_no_exported_name_is_also_a_submodule_name() -> None:
+    # `import reference_impl.x` sets the attribute `x` on the package, which would shadow an exported `x`.
     import pkgutil
 
     submodules = {info.name for info in pkgutil.iter_modules(reference_impl.__path__)}
-    assert not submodules & set(reference_impl._EXPORTS), submodules & set(reference_impl._EXPORTS)
+    assert not submodules & set(reference_impl.__all__), submodules & set(reference_impl.__all__)
 
 
 def test_unknown_name_raises_attribute_error_naming_it() -> None:
@@ -105,6 +122,8 @@ def test_code_is_lint_clean() -> None:
 
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "reference_impl", "tests", "benchmarks", "scripts"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout[-3000:]

@@ -46,7 +46,9 @@ def _conv(cls: type = OurConv1D, nf: int = 6, nx: int = 5) -> nn.Module:
 
 def test_find_pruneable_heads_and_indices_golden_value_with_already_pruned_heads() -> None:
     # 7 heads of size 2; heads 1 and 3 gone, so positions 0..4 hold heads 0, 2, 4, 5, 6.
-    heads, index = find_pruneable_heads_and_indices([0, 5, 2], n_heads=5, head_size=2, already_pruned_heads={1, 3})
+    heads, index = find_pruneable_heads_and_indices(
+        [0, 5, 2], n_heads=5, head_size=2, already_pruned_heads={1, 3}
+    )
     assert heads == {0, 2, 5}
     assert index.tolist() == [4, 5, 8, 9]  # heads 4 and 6, at positions 2 and 4
     assert index.dtype == torch.long
@@ -140,7 +142,9 @@ def test_prune_layer_dispatches_with_output_defaults() -> None:
     assert prune_layer(linear, [0, 1]).out_features == 2  # Linear: dim 0 = outputs
     assert prune_layer(conv, [0, 1]).nf == 2  # Conv1D: dim 1 = outputs
     assert prune_layer(conv, [0, 1], dim=0).nx == 2
-    with pytest.raises(ValueError, match=r"Can't prune layer of class .*Conv2d.*expected torch.nn.Linear or Conv1D"):
+    with pytest.raises(
+        ValueError, match=r"Can't prune layer of class .*Conv2d.*expected torch.nn.Linear or Conv1D"
+    ):
         prune_layer(nn.Conv2d(2, 2, 1), [0])
 
 
@@ -177,7 +181,9 @@ def test_wrong_layer_type_is_refused() -> None:
 
 
 def test_find_pruneable_heads_refuses_heads_out_of_range_including_negative() -> None:
-    with pytest.raises(IndexError, match=r"head 7 is out of range: the layer had 7 heads \(valid: 0 \.\.\. 6\)"):
+    with pytest.raises(
+        IndexError, match=r"head 7 is out of range: the layer had 7 heads \(valid: 0 \.\.\. 6\)"
+    ):
         find_pruneable_heads_and_indices([7], n_heads=5, head_size=2, already_pruned_heads={1, 3})
     with pytest.raises(IndexError, match=r"head -1 is out of range"):
         find_pruneable_heads_and_indices([-1], n_heads=4, head_size=2, already_pruned_heads=set())
@@ -290,10 +296,14 @@ def test_version_guard_pruning_helpers_exist_only_in_transformers_4() -> None:
         f"transformers {transformers.__version__}: {present}; we teach that 5.x removed them (PR #41417) and "
         f"4.x has them: update reference_impl/pruning.py, these oracle tests and lesson 05"
     )
-    assert hasattr(pytorch_utils, "prune_linear_layer"), "transformers removed prune_linear_layer: update lesson 05"
+    assert hasattr(pytorch_utils, "prune_linear_layer"), (
+        "transformers removed prune_linear_layer: update lesson 05"
+    )
 
 
-needs_4 = pytest.mark.skipif(not TRANSFORMERS_4, reason="transformers 5 removed prune_conv1d_layer and friends")
+needs_4 = pytest.mark.skipif(
+    not TRANSFORMERS_4, reason="transformers 5 removed prune_conv1d_layer and friends"
+)
 
 
 @pytest.mark.oracle
@@ -325,6 +335,8 @@ def test_find_pruneable_heads_and_indices_equals_transformers_4(case) -> None:
     n_original, head_size, already, data = case
     heads = data.draw(st.lists(st.integers(0, n_original - 1)))
     ours = find_pruneable_heads_and_indices(heads, n_original - len(already), head_size, set(already))
-    theirs = pytorch_utils.find_pruneable_heads_and_indices(heads, n_original - len(already), head_size, set(already))
+    theirs = pytorch_utils.find_pruneable_heads_and_indices(
+        heads, n_original - len(already), head_size, set(already)
+    )
     assert ours[0] == theirs[0]
     assert ours[1].tolist() == theirs[1].tolist()

@@ -13,8 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _block(marker: str) -> str:
     # The same extraction .ci/run performs (its readme_block function), run through bash to be sure.
     script = (ROOT / ".ci" / "run").read_text()
-    fn = script[script.index("readme_block() {") : script.index("\n}\n", script.index("readme_block() {")) + 3]
-    done = subprocess.run(["bash", "-c", f"{fn}\nreadme_block {marker}"], cwd=ROOT, capture_output=True, text=True, check=True)
+    fn = script[
+        script.index("readme_block() {") : script.index("\n}\n", script.index("readme_block() {")) + 3
+    ]
+    done = subprocess.run(
+        ["bash", "-c", f"{fn}\nreadme_block {marker}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 
@@ -29,7 +33,7 @@ def test_the_two_fresh_machine_commands_install_then_open_or_test() -> None:
     main, test = _block("main-command"), _block("test-command")
     for command in (main, test):
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ")
-    assert main.endswith("-m reference_impl.lab")
+    assert main.endswith("-m reference_impl.workbook.lab")
     assert test.endswith(".venv/bin/python -m pytest")
 
 

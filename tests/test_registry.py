@@ -33,7 +33,10 @@ def whisper(name: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _clean_registries() -> Iterator[None]:
-    saved = {cls: dict(cls._global_mapping) for cls in (Greetings, MoreGreetings, AttentionInterface, AttentionMaskInterface)}
+    saved = {
+        cls: dict(cls._global_mapping)
+        for cls in (Greetings, MoreGreetings, AttentionInterface, AttentionMaskInterface)
+    }
     yield
     for cls, mapping in saved.items():
         cls._global_mapping.clear()
@@ -86,7 +89,9 @@ def test_reads_merge_local_and_global_keys() -> None:
 
 
 def test_unknown_key_lists_the_registered_ones() -> None:
-    with pytest.raises(KeyError, match=r"'nope' is not a registered attention function; registered: \['eager', 'sdpa'\]"):
+    with pytest.raises(
+        KeyError, match=r"'nope' is not a registered attention function; registered: \['eager', 'sdpa'\]"
+    ):
         ALL_ATTENTION_FUNCTIONS["nope"]
     with pytest.raises(KeyError, match=r"mask builder; registered: \['eager', 'sdpa'\]"):
         ALL_MASK_ATTENTION_FUNCTIONS["nope"]
@@ -143,7 +148,9 @@ def test_a_function_with_the_wrong_signature_is_refused_with_the_call_it_must_ta
     def takes_three(query, key, value):  # type: ignore[no-untyped-def]
         return query, None
 
-    with pytest.raises(TypeError, match=r"registered under 'bad' has signature \(query, key, value\), which cannot take"):
+    with pytest.raises(
+        TypeError, match=r"registered under 'bad' has signature \(query, key, value\), which cannot take"
+    ):
         AttentionInterface.register("bad", takes_three)
     assert "bad" not in ALL_ATTENTION_FUNCTIONS
 
@@ -164,9 +171,13 @@ def test_the_attention_registry_accepts_transformers_shaped_functions() -> None:
 
 
 def test_get_interface_is_strict_about_unknown_names() -> None:
-    assert ALL_ATTENTION_FUNCTIONS.get_interface("eager", sdpa_mask) is eager_attention_forward  # registered here
+    assert (
+        ALL_ATTENTION_FUNCTIONS.get_interface("eager", sdpa_mask) is eager_attention_forward
+    )  # registered here
     AttentionInterface.unregister("eager")
-    assert ALL_ATTENTION_FUNCTIONS.get_interface("eager", sdpa_mask) is sdpa_mask  # transformers: the model's default
+    assert (
+        ALL_ATTENTION_FUNCTIONS.get_interface("eager", sdpa_mask) is sdpa_mask
+    )  # transformers: the model's default
     with pytest.raises(KeyError, match="'flash' is not a registered attention function"):
         ALL_ATTENTION_FUNCTIONS.get_interface("flash", eager_attention_forward)
 

@@ -39,7 +39,9 @@ def hf_config(rope: dict, *, theta: float = 10_000.0, model: str = "llama", **kw
     if V5:
         return cls(rope_parameters={**rope, "rope_theta": theta}, **kw)
     scaling = None if rope.get("rope_type", "default") == "default" else dict(rope)
-    if scaling is not None and model == "phi3":  # 4.x Phi3Config wants exactly {type, short_factor, long_factor}
+    if (
+        scaling is not None and model == "phi3"
+    ):  # 4.x Phi3Config wants exactly {type, short_factor, long_factor}
         scaling["type"] = scaling.pop("rope_type")
     return cls(rope_scaling=scaling, rope_theta=theta, **kw)
 
@@ -56,11 +58,24 @@ def their_init(rope_type: str, config):
     return mru.ROPE_INIT_FUNCTIONS[rope_type]
 
 
-LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-           "original_max_position_embeddings": 8192}
+LLAMA31 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}
-PHI3_LISTS = {"short_factor": [1.0 + 0.01 * i for i in range(48)], "long_factor": [1.0 + 0.5 * i for i in range(48)]}
-PHI3 = {"model": "phi3", "hidden_size": 192, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096}
+PHI3_LISTS = {
+    "short_factor": [1.0 + 0.01 * i for i in range(48)],
+    "long_factor": [1.0 + 0.5 * i for i in range(48)],
+}
+PHI3 = {
+    "model": "phi3",
+    "hidden_size": 192,
+    "max_position_embeddings": 131072,
+    "original_max_position_embeddings": 4096,
+}
 
 # (id, rope dict, config kwargs, seq_len)
 ORACLE_CASES = [
@@ -72,12 +87,25 @@ ORACLE_CASES = [
     ("dynamic-below", {"rope_type": "dynamic", "factor": 2.0}, {"max_position_embeddings": 4096}, 1000),
     ("dynamic-at", {"rope_type": "dynamic", "factor": 2.0}, {"max_position_embeddings": 4096}, 4096),
     ("dynamic-above", {"rope_type": "dynamic", "factor": 2.0}, {"max_position_embeddings": 4096}, 8192),
-    ("dynamic-above-tensor", {"rope_type": "dynamic", "factor": 2.0}, {"max_position_embeddings": 4096},
-     torch.tensor(9000)),
+    (
+        "dynamic-above-tensor",
+        {"rope_type": "dynamic", "factor": 2.0},
+        {"max_position_embeddings": 4096},
+        torch.tensor(9000),
+    ),
     ("yarn", YARN, {"max_position_embeddings": 16384}, None),
-    ("yarn-mscale", {**YARN, "mscale": 1.0, "mscale_all_dim": 0.707}, {"max_position_embeddings": 16384}, None),
-    ("yarn-betas-untruncated", {**YARN, "factor": 8.0, "beta_fast": 16, "beta_slow": 2, "truncate": False},
-     {"max_position_embeddings": 32768}, None),
+    (
+        "yarn-mscale",
+        {**YARN, "mscale": 1.0, "mscale_all_dim": 0.707},
+        {"max_position_embeddings": 16384},
+        None,
+    ),
+    (
+        "yarn-betas-untruncated",
+        {**YARN, "factor": 8.0, "beta_fast": 16, "beta_slow": 2, "truncate": False},
+        {"max_position_embeddings": 32768},
+        None,
+    ),
     ("yarn-attention-factor", {**YARN, "attention_factor": 0.9}, {"max_position_embeddings": 16384}, None),
     ("llama3.1", LLAMA31, {"hidden_size": 256, "max_position_embeddings": 131072}, None),
     ("longrope-short", {"rope_type": "longrope", **PHI3_LISTS}, PHI3, None),
@@ -87,7 +115,9 @@ ORACLE_CASES = [
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize(("rope", "kw", "seq_len"), [c[1:] for c in ORACLE_CASES], ids=[c[0] for c in ORACLE_CASES])
+@pytest.mark.parametrize(
+    ("rope", "kw", "seq_len"), [c[1:] for c in ORACLE_CASES], ids=[c[0] for c in ORACLE_CASES]
+)
 def test_init_function_is_bitwise_equal_to_transformers(rope, kw, seq_len):
     kw = dict(kw)
     theta = 500_000.0 if rope["rope_type"] == "llama3" else 10_000.0
@@ -102,9 +132,18 @@ def test_init_function_is_bitwise_equal_to_transformers(rope, kw, seq_len):
 @pytest.mark.oracle
 def test_plain_dict_config_gives_the_same_frequencies_as_the_config_object():
     config = hf_config(LLAMA31, theta=500_000.0, hidden_size=256, max_position_embeddings=131072)
-    as_dict = {"hidden_size": 256, "num_attention_heads": 2, "max_position_embeddings": 131072,
-               "rope_parameters": {**LLAMA31, "rope_theta": 500_000.0}}
-    v4_dict = {"head_dim": 128, "max_position_embeddings": 131072, "rope_theta": 500_000.0, "rope_scaling": LLAMA31}
+    as_dict = {
+        "hidden_size": 256,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 131072,
+        "rope_parameters": {**LLAMA31, "rope_theta": 500_000.0},
+    }
+    v4_dict = {
+        "head_dim": 128,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500_000.0,
+        "rope_scaling": LLAMA31,
+    }
     expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
     for cfg in (as_dict, v4_dict):
         got, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg)
@@ -117,10 +156,21 @@ def _run_calls(module, calls, dtype=torch.float32):
     return [module(x, pos) for pos in calls]
 
 
-DYNAMIC_CALLS = [torch.arange(8)[None], torch.arange(40)[None].expand(2, -1), torch.arange(30)[None],
-                 torch.tensor([[41]]), torch.arange(10)[None]]  # grow, keep, decode one past the cache, reset
-LONGROPE_CALLS = [torch.arange(10)[None], torch.arange(40)[None], torch.arange(32)[None], torch.arange(33)[None],
-                  torch.arange(20)[None], torch.tensor([[32]])]  # L0 = 32: exactly at L0 is still short
+DYNAMIC_CALLS = [
+    torch.arange(8)[None],
+    torch.arange(40)[None].expand(2, -1),
+    torch.arange(30)[None],
+    torch.tensor([[41]]),
+    torch.arange(10)[None],
+]  # grow, keep, decode one past the cache, reset
+LONGROPE_CALLS = [
+    torch.arange(10)[None],
+    torch.arange(40)[None],
+    torch.arange(32)[None],
+    torch.arange(33)[None],
+    torch.arange(20)[None],
+    torch.tensor([[32]]),
+]  # L0 = 32: exactly at L0 is still short
 
 
 @pytest.mark.oracle
@@ -135,9 +185,16 @@ def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
     else:
         from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding as Theirs
 
-        lists = {"short_factor": [1.0 + 0.01 * i for i in range(16)], "long_factor": [1.0 + 0.5 * i for i in range(16)]}
-        config = hf_config({"rope_type": "longrope", **lists}, model="phi3", max_position_embeddings=128,
-                           original_max_position_embeddings=32)
+        lists = {
+            "short_factor": [1.0 + 0.01 * i for i in range(16)],
+            "long_factor": [1.0 + 0.5 * i for i in range(16)],
+        }
+        config = hf_config(
+            {"rope_type": "longrope", **lists},
+            model="phi3",
+            max_position_embeddings=128,
+            original_max_position_embeddings=32,
+        )
         calls = LONGROPE_CALLS
     ours, theirs = RotaryEmbedding(config), Theirs(config)
     x = torch.zeros(1, dtype=dtype)
@@ -152,7 +209,11 @@ def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
 
 
 def test_dynamic_state_machine_grows_keeps_and_resets():
-    config = {"head_dim": 16, "max_position_embeddings": 16, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
+    config = {
+        "head_dim": 16,
+        "max_position_embeddings": 16,
+        "rope_parameters": {"rope_type": "dynamic", "factor": 2.0},
+    }
     rotary = RotaryEmbedding(config)
     original = rotary.inv_freq.clone()
     seen = []
@@ -165,8 +226,11 @@ def test_dynamic_state_machine_grows_keeps_and_resets():
 
 def test_longrope_switches_between_short_and_long_factors():
     lists = {"short_factor": [1.0] * 8, "long_factor": [4.0] * 8}
-    config = {"head_dim": 16, "max_position_embeddings": 128,
-              "rope_parameters": {"rope_type": "longrope", "original_max_position_embeddings": 32, **lists}}
+    config = {
+        "head_dim": 16,
+        "max_position_embeddings": 128,
+        "rope_parameters": {"rope_type": "longrope", "original_max_position_embeddings": 32, **lists},
+    }
     rotary = RotaryEmbedding(config)
     short = rotary.inv_freq.clone()
     seen = []
@@ -180,12 +244,18 @@ def test_longrope_switches_between_short_and_long_factors():
 
 
 def test_rope_state_prints_every_decision_variable():
-    config = {"head_dim": 16, "max_position_embeddings": 16, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
+    config = {
+        "head_dim": 16,
+        "max_position_embeddings": 16,
+        "rope_parameters": {"rope_type": "dynamic", "factor": 2.0},
+    }
     rotary = RotaryEmbedding(config)
     _run_calls(rotary, [torch.arange(40)[None]])
     text = repr(rotary.rope_state)
-    assert text == ("RopeState(rope_type='dynamic', original_max_seq_len=16, max_seq_len_cached=40, "
-                    "original_max_position_embeddings=16, attention_scaling=1.0, last_update='grow')")
+    assert text == (
+        "RopeState(rope_type='dynamic', original_max_seq_len=16, max_seq_len_cached=40, "
+        "original_max_position_embeddings=16, attention_scaling=1.0, last_update='grow')"
+    )
     assert isinstance(rotary.rope_state, RopeState) and "max_seq_len_cached=40" in repr(rotary)
 
 
@@ -222,39 +292,62 @@ def _interleaved_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 def test_interleaved_layout_does_not_match_transformers_until_the_weights_are_permuted():
     from transformers.models.llama import modeling_llama as ml
 
-    cos, sin = RotaryEmbedding({"head_dim": 16, "max_position_embeddings": 32})(torch.zeros(1), torch.arange(9)[None])
+    cos, sin = RotaryEmbedding({"head_dim": 16, "max_position_embeddings": 32})(
+        torch.zeros(1), torch.arange(9)[None]
+    )
     q = torch.randn(1, 2, 9, 16)
     theirs, _ = ml.apply_rotary_pos_emb(q, q, cos, sin)
     interleaved = _interleaved_apply(q, cos, sin)
     assert (interleaved - theirs).abs().max() > 0.1
     # the fix transformers' Llama conversion script applies: dims (0, 2, 4, ..., 1, 3, 5, ...) become halves
     perm = torch.cat([torch.arange(0, 16, 2), torch.arange(1, 16, 2)])
-    torch.testing.assert_close(_interleaved_apply(q, cos, sin)[..., perm],
-                               ml.apply_rotary_pos_emb(q[..., perm], q[..., perm], cos, sin)[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        _interleaved_apply(q, cos, sin)[..., perm],
+        ml.apply_rotary_pos_emb(q[..., perm], q[..., perm], cos, sin)[0],
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.oracle
 def test_partial_rotary_apply_matches_phi3():
     from transformers.models.phi3 import modeling_phi3 as mp
 
-    config = hf_config({"rope_type": "default"}, model="phi3", hidden_size=64, num_attention_heads=2,
-                       partial_rotary_factor=0.5)
+    config = hf_config(
+        {"rope_type": "default"},
+        model="phi3",
+        hidden_size=64,
+        num_attention_heads=2,
+        partial_rotary_factor=0.5,
+    )
     cos, sin = RotaryEmbedding(config)(torch.zeros(1), torch.arange(5)[None])
     assert cos.shape == (1, 5, 16)
     q, k = torch.randn(1, 2, 5, 32), torch.randn(1, 2, 5, 32)
-    for a, b in zip(apply_rotary_pos_emb(q, k, cos, sin), mp.apply_rotary_pos_emb(q, k, cos, sin), strict=True):
+    for a, b in zip(
+        apply_rotary_pos_emb(q, k, cos, sin), mp.apply_rotary_pos_emb(q, k, cos, sin), strict=True
+    ):
         assert torch.equal(a, b)
-    assert torch.equal(apply_rotary_pos_emb(q, k, cos, sin)[0][..., 16:], q[..., 16:])  # the rest passes through
+    assert torch.equal(
+        apply_rotary_pos_emb(q, k, cos, sin)[0][..., 16:], q[..., 16:]
+    )  # the rest passes through
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("rope", [LLAMA31, {"rope_type": "dynamic", "factor": 2.0}], ids=["llama3", "dynamic"])
+@pytest.mark.parametrize(
+    "rope", [LLAMA31, {"rope_type": "dynamic", "factor": 2.0}], ids=["llama3", "dynamic"]
+)
 def test_tiny_llama_logits_are_bitwise_equal_with_our_rotary_module(rope):
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = hf_config(rope, theta=500_000.0, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                       max_position_embeddings=16)
+    config = hf_config(
+        rope,
+        theta=500_000.0,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=16,
+    )
     model = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 64, (2, 24))  # longer than max_position_embeddings: dynamic grows
     with torch.no_grad():
@@ -283,7 +376,9 @@ def test_version_guard_default_left_rope_init_functions_in_v5():
         assert "default" in mru.ROPE_INIT_FUNCTIONS
     assert "default" in ROPE_INIT_FUNCTIONS  # ours keeps it in both
     missing = set(mru.ROPE_INIT_FUNCTIONS) - set(ROPE_INIT_FUNCTIONS) - {"proportional"}
-    assert not missing, f"transformers {transformers.__version__} added rope types {missing}; add them or list them"
+    assert not missing, (
+        f"transformers {transformers.__version__} added rope types {missing}; add them or list them"
+    )
 
 
 @pytest.mark.oracle
@@ -294,7 +389,9 @@ def test_version_guard_config_keys():
             f"transformers {transformers.__version__} changed rope_parameters' layout; update read_rope_config"
         )
     else:
-        assert not hasattr(config, "rope_parameters"), "transformers 4.x gained rope_parameters; update the lesson"
+        assert not hasattr(config, "rope_parameters"), (
+            "transformers 4.x gained rope_parameters; update the lesson"
+        )
         assert config.rope_theta == 5000.0 and config.rope_scaling["factor"] == 2.0
     assert read_rope_config(config).base == 5000.0
 
@@ -310,7 +407,13 @@ def test_version_guard_apply_rotary_pos_emb_dropped_position_ids_in_v5():
         )
     else:
         assert names == ["q", "k", "cos", "sin", "position_ids", "unsqueeze_dim"]
-    assert list(inspect.signature(apply_rotary_pos_emb).parameters) == ["q", "k", "cos", "sin", "unsqueeze_dim"]
+    assert list(inspect.signature(apply_rotary_pos_emb).parameters) == [
+        "q",
+        "k",
+        "cos",
+        "sin",
+        "unsqueeze_dim",
+    ]
 
 
 # --- where transformers only warns and we raise ---
@@ -323,7 +426,9 @@ def test_factor_below_one_is_computed_by_transformers_and_refused_by_us():
     config = hf_config({"rope_type": "linear", "factor": 0.125})
     theirs, _ = mru.ROPE_INIT_FUNCTIONS["linear"](config, None)
     default, _ = ROPE_INIT_FUNCTIONS["default"](hf_config({"rope_type": "default"}))
-    torch.testing.assert_close(theirs, default * 8)  # every frequency 8x faster: positions squeezed, not stretched
+    torch.testing.assert_close(
+        theirs, default * 8
+    )  # every frequency 8x faster: positions squeezed, not stretched
     with pytest.raises(ValueError, match=r"\['factor'\]=0.125 is below 1; expected factor >= 1"):
         ROPE_INIT_FUNCTIONS["linear"](config)
 
@@ -333,8 +438,12 @@ def test_longrope_list_of_wrong_length_fails_late_in_transformers_and_early_here
     from transformers import modeling_rope_utils as mru
 
     # LlamaConfig only warns about the length (Phi3Config refuses it when the config is built)
-    rope = {"rope_type": "longrope", "short_factor": [1.0] * 47, "long_factor": [1.0] * 48,
-            "original_max_position_embeddings": 4096}
+    rope = {
+        "rope_type": "longrope",
+        "short_factor": [1.0] * 47,
+        "long_factor": [1.0] * 48,
+        "original_max_position_embeddings": 4096,
+    }
     config = hf_config(rope, hidden_size=192, max_position_embeddings=131072)
     # 5.x: a broadcasting RuntimeError; 4.57 trips earlier on its missing factor (TypeError); neither names the key
     with pytest.raises((RuntimeError, TypeError)) as theirs:
@@ -354,29 +463,79 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
 @pytest.mark.parametrize(
     ("config", "exc", "pattern"),
     [
-        (_cfg({"rope_type": "ntk"}), KeyError, r"\['rope_type'\]='ntk' is not a known rope type; known: \['default'"),
-        (_cfg({"rope_type": "linear"}), KeyError, r"\['factor'\] is missing; rope_type='linear' requires \['factor'\]"),
-        (_cfg({"rope_type": "longrope", "short_factor": [1.0] * 8}), KeyError,
-         r"\['long_factor'\] is missing; rope_type='longrope' requires \['short_factor', 'long_factor'\]"),
-        (_cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}), KeyError, r"'high_freq_factor'"),
+        (
+            _cfg({"rope_type": "ntk"}),
+            KeyError,
+            r"\['rope_type'\]='ntk' is not a known rope type; known: \['default'",
+        ),
+        (
+            _cfg({"rope_type": "linear"}),
+            KeyError,
+            r"\['factor'\] is missing; rope_type='linear' requires \['factor'\]",
+        ),
+        (
+            _cfg({"rope_type": "longrope", "short_factor": [1.0] * 8}),
+            KeyError,
+            r"\['long_factor'\] is missing; rope_type='longrope' requires \['short_factor', 'long_factor'\]",
+        ),
+        (
+            _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}),
+            KeyError,
+            r"'high_freq_factor'",
+        ),
         (_cfg({"rope_type": "dynamic", "factor": 0.5}), ValueError, r"\['factor'\]=0.5 is below 1"),
         (_cfg({"rope_type": "yarn", "factor": 0.25}), ValueError, r"\['factor'\]=0.25 is below 1"),
-        (_cfg({"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [1.0] * 7}), ValueError,
-         r"\['long_factor'\] has length 7; expected dim // 2 = 8"),
-        (_cfg({"rope_type": "default"}, head_dim=9), ValueError,
-         r"int\(head_dim=9 \* partial_rotary_factor=1.0\) = 9 is odd; expected an even number"),
-        (_cfg({"rope_type": "default", "partial_rotary_factor": 0.5}, head_dim=10), ValueError, r"= 5 is odd"),
-        ({"max_position_embeddings": 64}, KeyError, r"no 'head_dim' and no 'hidden_size'/'num_attention_heads'"),
+        (
+            _cfg({"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [1.0] * 7}),
+            ValueError,
+            r"\['long_factor'\] has length 7; expected dim // 2 = 8",
+        ),
+        (
+            _cfg({"rope_type": "default"}, head_dim=9),
+            ValueError,
+            r"int\(head_dim=9 \* partial_rotary_factor=1.0\) = 9 is odd; expected an even number",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0.5}, head_dim=10),
+            ValueError,
+            r"= 5 is odd",
+        ),
+        (
+            {"max_position_embeddings": 64},
+            KeyError,
+            r"no 'head_dim' and no 'hidden_size'/'num_attention_heads'",
+        ),
         ({"head_dim": 16}, KeyError, r"no 'max_position_embeddings'"),
-        ({"head_dim": 16, "max_position_embeddings": 64, "rope_theta": 1e4, "rope_scaling": {"type": "linear",
-          "factor": 0.5}}, ValueError, r"rope_scaling\['factor'\]=0.5"),
+        (
+            {
+                "head_dim": 16,
+                "max_position_embeddings": 64,
+                "rope_theta": 1e4,
+                "rope_scaling": {"type": "linear", "factor": 0.5},
+            },
+            ValueError,
+            r"rope_scaling\['factor'\]=0.5",
+        ),
     ],
-    ids=["unknown-type", "linear-no-factor", "longrope-no-long", "llama3-no-high", "dynamic-factor",
-         "yarn-factor", "longrope-length", "odd-dim", "odd-partial-dim", "no-head-dim", "no-max-pos",
-         "v4-key-name"],
+    ids=[
+        "unknown-type",
+        "linear-no-factor",
+        "longrope-no-long",
+        "llama3-no-high",
+        "dynamic-factor",
+        "yarn-factor",
+        "longrope-length",
+        "odd-dim",
+        "odd-partial-dim",
+        "no-head-dim",
+        "no-max-pos",
+        "v4-key-name",
+    ],
 )
 def test_bad_config_raises_naming_key_value_and_expectation(config, exc, pattern):
-    rope_type = (config.get("rope_parameters") or config.get("rope_scaling") or {}).get("rope_type", "default")
+    rope_type = (config.get("rope_parameters") or config.get("rope_scaling") or {}).get(
+        "rope_type", "default"
+    )
     with pytest.raises(exc, match=pattern):
         RotaryEmbedding(config)
     if rope_type in ROPE_INIT_FUNCTIONS:
@@ -385,8 +544,12 @@ def test_bad_config_raises_naming_key_value_and_expectation(config, exc, pattern
 
 
 def test_nested_rope_parameters_need_a_layer_type():
-    nested = _cfg({"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                   "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}})
+    nested = _cfg(
+        {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
+        }
+    )
     with pytest.raises(KeyError, match="nested per layer type"):
         read_rope_config(nested)
     sliding = RotaryEmbedding(nested, layer_type="sliding_attention")
@@ -403,8 +566,11 @@ def test_rotate_half_golden():
 
 
 def test_llama31_keeps_29_pairs_blends_6_divides_29():
-    config = {"head_dim": 128, "max_position_embeddings": 131072,
-              "rope_parameters": {**LLAMA31, "rope_theta": 500_000.0}}
+    config = {
+        "head_dim": 128,
+        "max_position_embeddings": 131072,
+        "rope_parameters": {**LLAMA31, "rope_theta": 500_000.0},
+    }
     default, _ = ROPE_INIT_FUNCTIONS["default"](config)
     scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
     ratio = scaled / default
@@ -420,14 +586,22 @@ def test_yarn_and_longrope_golden_numbers():
     assert ROPE_INIT_FUNCTIONS["yarn"](yarn)[1] == pytest.approx(1.138629, abs=1e-6)
     mscale = {**yarn, "rope_parameters": {**YARN, "mscale": 1.0, "mscale_all_dim": 0.707}}
     assert ROPE_INIT_FUNCTIONS["yarn"](mscale)[1] == pytest.approx(1.036993, abs=1e-6)
-    longrope = {"head_dim": 8, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
-                "rope_parameters": {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [1.0] * 4}}
+    longrope = {
+        "head_dim": 8,
+        "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [1.0] * 4},
+    }
     assert ROPE_INIT_FUNCTIONS["longrope"](longrope)[1] == pytest.approx(1.190238, abs=1e-6)
 
 
 @pytest.mark.parametrize(("seq_len", "new_base"), [(8192, 30530.0), (16384, 72200.0)])
 def test_dynamic_ntk_base_golden(seq_len, new_base):
-    config = {"head_dim": 128, "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
+    config = {
+        "head_dim": 128,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "dynamic", "factor": 2.0},
+    }
     inv_freq, _ = ROPE_INIT_FUNCTIONS["dynamic"](config, seq_len=seq_len)
     implied_base = float(inv_freq[1].double() ** (-64))  # θ_1 = b'^(-2/d), d = 128
     assert implied_base == pytest.approx(new_base, rel=2e-3)
@@ -462,8 +636,11 @@ def test_rotation_preserves_norms_and_scores_depend_only_on_the_distance(head_di
 
 @given(factor=st.floats(1.0, 64.0), base=st.floats(100.0, 1e6), head_dim=st.sampled_from([8, 64, 128]))
 def test_linear_scaling_divides_every_frequency_by_the_factor(factor, base, head_dim):
-    config = {"head_dim": head_dim, "max_position_embeddings": 64,
-              "rope_parameters": {"rope_type": "linear", "factor": factor, "rope_theta": base}}
+    config = {
+        "head_dim": head_dim,
+        "max_position_embeddings": 64,
+        "rope_parameters": {"rope_type": "linear", "factor": factor, "rope_theta": base},
+    }
     default, _ = ROPE_INIT_FUNCTIONS["default"](config)
     linear, _ = ROPE_INIT_FUNCTIONS["linear"](config)
     assert torch.equal(linear, default / factor)
@@ -471,8 +648,11 @@ def test_linear_scaling_divides_every_frequency_by_the_factor(factor, base, head
 
 @given(factor=st.floats(1.0, 16.0), lengths=st.lists(st.integers(1, 256), min_size=1, max_size=5))
 def test_dynamic_is_a_no_op_within_the_original_length(factor, lengths):
-    config = {"head_dim": 32, "max_position_embeddings": 256,
-              "rope_parameters": {"rope_type": "dynamic", "factor": factor}}
+    config = {
+        "head_dim": 32,
+        "max_position_embeddings": 256,
+        "rope_parameters": {"rope_type": "dynamic", "factor": factor},
+    }
     dynamic = RotaryEmbedding(config)
     plain = RotaryEmbedding({"head_dim": 32, "max_position_embeddings": 256})
     for length in lengths:
@@ -484,8 +664,15 @@ def test_dynamic_is_a_no_op_within_the_original_length(factor, lengths):
 
 @given(rope_type=st.sampled_from(sorted(ROPE_INIT_FUNCTIONS)), seq_len=st.sampled_from([None, 10, 100]))
 def test_inputs_are_unchanged_after_every_call(rope_type, seq_len):
-    rope = {"rope_type": rope_type, "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "short_factor": [1.0] * 4, "long_factor": [2.0] * 4, "original_max_position_embeddings": 32}
+    rope = {
+        "rope_type": rope_type,
+        "factor": 2.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "short_factor": [1.0] * 4,
+        "long_factor": [2.0] * 4,
+        "original_max_position_embeddings": 32,
+    }
     config = {"head_dim": 8, "max_position_embeddings": 64, "rope_parameters": rope}
     before = copy.deepcopy(config)
     ROPE_INIT_FUNCTIONS[rope_type](config, seq_len=seq_len)

@@ -1,6 +1,6 @@
 """Fixtures for the browser suite: a JupyterLab server on a copy of the lessons, and headless Chromium.
 
-The server is started through the workbook's own launcher (`python -m reference_impl.lab`), on 127.0.0.1, a free
+The server is started through the workbook's own launcher (`python -m reference_impl.workbook.lab`), on 127.0.0.1, a free
 port and a random token, with Jupyter's config, data and runtime folders in a temporary directory (so neither the
 user's settings nor an earlier run can change what we see). It always serves a *copy* of the lessons with their
 outputs stripped, so every output on the page comes from this run and the committed notebooks are never touched.
@@ -158,7 +158,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    """JupyterLab serving a stripped copy of LESSONS_DIR, started with `python -m reference_impl.lab`."""
+    """JupyterLab serving a stripped copy of LESSONS_DIR, started with `python -m reference_impl.workbook.lab`."""
     if not LESSONS_DIR.is_dir():
         pytest.fail(f"BROWSER_LESSONS_DIR={str(LESSONS_DIR)!r} is not a folder")
     base = tmp_path_factory.mktemp("jupyterlab")
@@ -175,7 +175,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     command = [
         sys.executable,
         "-m",
-        "reference_impl.lab",
+        "reference_impl.workbook.lab",
         f"--lessons-dir={root_dir}",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",

@@ -1,0 +1,63 @@
+"""Self-checks for the lessons' exercises: `check_...(your_code)` prints one success line or says what differs.
+
+Each component has its module here (`checks/conv1d.py`, ...), built on `checks/_core.py`; every check is
+re-exported below so a lesson can write `from reference_impl.workbook.checks import check_conv1d_to_linear`.
+"""
+
+from reference_impl.workbook.checks._core import (
+    CheckFailed,
+    ExerciseNotFinished,
+    check_tensor,
+    first_difference,
+    passed,
+    student_call,
+)
+from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
+from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss, check_pick_every_n_layers
+from reference_impl.workbook.checks.chunking import (
+    check_my_chunked_checkpointed_ffn,
+    check_my_chunking,
+    check_my_query_chunked_attention,
+)
+from reference_impl.workbook.checks.conv1d import (
+    check_conv1d_forward,
+    check_conv1d_to_linear,
+    check_find_untransposed,
+)
+from reference_impl.workbook.checks.pruning import (
+    check_heads_to_prune,
+    check_kept_indices,
+    check_prune_linear,
+)
+from reference_impl.workbook.checks.rope import (
+    check_my_apply_rotary,
+    check_my_linear_scaling,
+    check_my_llama3_untouched,
+)
+from reference_impl.workbook.checks.warmup import check_row_sums
+
+__all__ = [
+    "CheckFailed",
+    "ExerciseNotFinished",
+    "check_attention_function",
+    "check_checkpointed_loss",
+    "check_conv1d_forward",
+    "check_conv1d_to_linear",
+    "check_find_untransposed",
+    "check_heads_to_prune",
+    "check_kept_indices",
+    "check_my_apply_rotary",
+    "check_my_chunked_checkpointed_ffn",
+    "check_my_chunking",
+    "check_my_linear_scaling",
+    "check_my_llama3_untouched",
+    "check_my_query_chunked_attention",
+    "check_pick_every_n_layers",
+    "check_prune_linear",
+    "check_row_sums",
+    "check_sliding_window_mask",
+    "check_tensor",
+    "first_difference",
+    "passed",
+    "student_call",
+]

@@ -1,0 +1,243 @@
+"""Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, an attention function.
+
+    check_sliding_window_mask(my_sliding_window_mask)   # (sliding_window) -> (b, h, q, kv) -> bool
+    check_attention_function(my_attention)              # transformers' attention-function contract
+
+Each prints one success line or raises `CheckFailed` saying, in plain words, what differs (and, for the mistakes
+everyone makes, why); code still raising NotImplementedError gives `ExerciseNotFinished`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from reference_impl.attention import eager_attention_forward
+from reference_impl.masking import (
+    and_masks,
+    eager_mask,
+    mask_picture,
+    sdpa_mask,
+    sliding_window_causal_mask_function,
+    sliding_window_overlay,
+)
+from reference_impl.workbook.checks._core import (
+    CheckFailed,
+    ExerciseNotFinished,
+    check_tensor,
+    passed,
+    student_call,
+)
+
+__all__ = ["check_attention_function", "check_sliding_window_mask"]
+
+_WINDOW_EXERCISE = "sliding-window mask"
+_ATTENTION_EXERCISE = "attention function"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exercise 1: a sliding-window causal mask function
+# ---------------------------------------------------------------------------------------------------------------
+def _strict_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
+    return kv < q
+
+
+def _window_mistakes(w: int) -> dict[str, Callable[..., Any]]:
+    """The usual wrong answers for window `w`, each with what to tell the student."""
+    mistakes = {
+        f"your window holds {w + 1} keys, one too many: with `kv_idx >= q_idx - w` the query's own key is counted "
+        f"on top of w; keep `kv_idx > q_idx - w` (w keys, the query's own included)": sliding_window_causal_mask_function(
+            w + 1
+        ),
+        "the diagonal is masked: a query must attend to itself (`kv_idx <= q_idx`, not `<`)": and_masks(
+            sliding_window_overlay(w), _strict_causal
+        ),
+        "future keys are allowed: the window alone is not causal; AND it with `kv_idx <= q_idx`": sliding_window_overlay(
+            w
+        ),
+    }
+    if w > 1:
+        mistakes[
+            f"your window holds {w - 1} keys, one too few: the query's own key counts as one of the w"
+        ] = sliding_window_causal_mask_function(w - 1)
+    return mistakes
+
+
+def _build(fn: Callable[..., Any], T: int, S: int, q_offset: int) -> torch.Tensor:
+    return sdpa_mask(2, T, S, q_offset=q_offset, mask_function=fn, allow_is_causal_skip=False)[0, 0]
+
+
+def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[..., Any]]) -> None:
+    """Check `my_sliding_window_mask(w)` returns a mask function equal to `sliding_window_causal_mask_function(w)`.
+
+    Built on index grids of several sizes (a prefill and a chunk after a cache) for windows 1, 2, 3 and 5.
+    """
+    for w in (3, 1, 2, 5):
+        fn = student_call(_WINDOW_EXERCISE, my_sliding_window_mask, w)
+        if not callable(fn):
+            raise CheckFailed(
+                f"my_sliding_window_mask({w}) returned {type(fn).__name__}; it must return a mask function "
+                "(batch_idx, head_idx, q_idx, kv_idx) -> bool"
+            )
+        for T, S, q_offset in ((7, 7, 0), (3, 7, 4)):
+            try:
+                got = student_call(_WINDOW_EXERCISE, _build, fn, T, S, q_offset)
+            except (CheckFailed, ExerciseNotFinished):
+                raise
+            except Exception as e:  # the student's function failed on broadcast index tensors
+                raise CheckFailed(
+                    f"your mask function raised {type(e).__name__}: {e} when called with broadcast index tensors; "
+                    "use only comparisons and arithmetic on q_idx and kv_idx (no `if`, no `int(...)`)"
+                ) from e
+            expected = _build(sliding_window_causal_mask_function(w), T, S, q_offset)
+            if got.shape != expected.shape or got.dtype != torch.bool:
+                raise CheckFailed(
+                    f"sliding_window={w}: the mask has shape {tuple(got.shape)} and dtype {got.dtype}; expected a "
+                    f"bool mask of shape {tuple(expected.shape)} (return a comparison, e.g. `kv_idx <= q_idx`)"
+                )
+            if torch.equal(got, expected):
+                continue
+            for advice, wrong in _window_mistakes(w).items():
+                if torch.equal(got, _build(wrong, T, S, q_offset)):
+                    raise CheckFailed(f"sliding_window={w}: {advice}.\n{_pictures(got, expected, q_offset)}")
+            q, kv = (int(i) for i in (got != expected).nonzero()[0])
+            verb = "may attend to" if bool(got[q, kv]) else "may not attend to"
+            raise CheckFailed(
+                f"sliding_window={w}: in yours, query {q + q_offset} {verb} key {kv}; expected the opposite.\n"
+                f"{_pictures(got, expected, q_offset)}"
+            )
+    passed(_WINDOW_EXERCISE)
+
+
+def _pictures(got: torch.Tensor, expected: torch.Tensor, q_offset: int) -> str:
+    return f"yours:\n{mask_picture(got, q_offset)}\nexpected:\n{mask_picture(expected, q_offset)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exercise 2: an attention function that honours the whole contract
+# ---------------------------------------------------------------------------------------------------------------
+def _cases() -> list[tuple[str, SimpleNamespace, tuple[torch.Tensor, ...], torch.Tensor | None]]:
+    """(description, module, (query, key, value), mask) for the situations a registered function meets."""
+    g = torch.Generator().manual_seed(0)
+    B, H, H_kv, T, D = 2, 4, 2, 5, 8
+    q, k, v = (torch.randn(B, n, T, D, generator=g) for n in (H, H_kv, H_kv))
+    padding = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    layer = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=H // H_kv)
+    mha = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=1)
+    return [
+        (
+            "multi-head inputs (4 query and 4 key/value heads) with an additive causal mask",
+            mha,
+            (q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)),
+            eager_mask(B, T, T),
+        ),
+        (
+            "grouped-query inputs (4 query heads, 2 key/value heads) with an additive padded causal mask",
+            layer,
+            (q, k, v),
+            eager_mask(B, T, T, attention_mask=padding),
+        ),
+        (
+            "grouped-query inputs with a bool mask (True = attend), as sdpa_mask makes",
+            layer,
+            (q, k, v),
+            sdpa_mask(B, T, T, attention_mask=padding),
+        ),
+        (
+            "grouped-query inputs with attention_mask=None for a causal module (sdpa_mask's 'plain causal')",
+            layer,
+            (q, k, v),
+            None,
+        ),
+    ]
+
+
+def check_attention_function(my_attention: Callable[..., Any]) -> None:
+    """Check `my_attention(module, query, key, value, attention_mask, scaling=, dropout=)` against
+    `eager_attention_forward` on multi-head and grouped-query inputs, additive, bool and absent masks.
+
+    The output must be (B, T, H, D); attention weights, when returned (not None), must be (B, H, T, S).
+    """
+    for what, layer, (q, k, v), mask in _cases():
+        try:
+            result = student_call(
+                _ATTENTION_EXERCISE, my_attention, layer, q, k, v, mask, scaling=8**-0.5, dropout=0.0
+            )
+        except ExerciseNotFinished:
+            raise
+        except Exception as e:
+            hint = ""
+            if k.shape[1] != q.shape[1]:
+                hint = (
+                    " — the keys and values arrive with fewer heads than the queries: repeat each key/value head "
+                    "H / H_kv times with repeat_kv (or repeat_interleave on dim 1) before the matmul"
+                )
+            raise CheckFailed(f"on {what}: your function raised {type(e).__name__}: {e}{hint}") from e
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise CheckFailed(
+                f"on {what}: return a pair (attn_output, attn_weights), got {type(result).__name__}"
+            )
+        out, weights = result
+        expected_out, expected_weights = eager_attention_forward(layer, q, k, v, mask, scaling=8**-0.5)
+        B, H, T, D = q.shape
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, D) and (H, T) != (T, H):
+            raise CheckFailed(
+                f"on {what}: attn_output has shape {tuple(out.shape)}, which is (B, H, T, D); the model expects "
+                f"(B, T, H, D) = {(B, T, H, D)}: return attn_output.transpose(1, 2).contiguous(). (A model would not "
+                "raise: it reshapes whatever it gets, and the logits silently change.)"
+            )
+        _diagnose_values(what, layer, q, k, v, mask, out)
+        check_tensor(f"attn_output on {what}", out, expected_out, atol=1e-5, rtol=1e-5)
+        if weights is not None:
+            check_tensor(f"attn_weights on {what}", weights, expected_weights, atol=1e-5, rtol=1e-5)
+    passed(_ATTENTION_EXERCISE)
+
+
+def _diagnose_values(
+    what: str,
+    layer: Any,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    out: Any,
+) -> None:
+    """Name the classic mistakes when the output equals what that mistake would give."""
+    if not isinstance(out, torch.Tensor):
+        return
+
+    def same(candidate: torch.Tensor) -> bool:
+        return candidate.shape == out.shape and torch.allclose(out, candidate, atol=1e-5, rtol=1e-5)
+
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        tiled = eager_attention_forward(
+            layer, q, k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1), mask, scaling=8**-0.5
+        )[0]
+        if same(tiled):
+            raise CheckFailed(
+                f"on {what}: key/value heads are repeated in the wrong order: `k.repeat(1, g, 1, 1)` gives heads "
+                "(k0, k1, k0, k1) and pairs query head h with key head h % H_kv; grouped-query attention pairs it "
+                "with h // g: use repeat_kv or `k.repeat_interleave(g, dim=1)` (k0, k0, k1, k1)"
+            )
+    no_mask = eager_attention_forward(layer, q, k, v, None, scaling=8**-0.5, is_causal=False)[0]
+    if same(no_mask):
+        if mask is None:
+            raise CheckFailed(
+                f"on {what}: with attention_mask=None your output attends to future keys. sdpa_mask returns None "
+                "for a plain causal batch: when the mask is None and module.is_causal is True (and T > 1), apply "
+                "a causal mask yourself"
+            )
+        raise CheckFailed(
+            f"on {what}: your output ignores attention_mask (it equals attention without any mask)"
+        )
+    if mask is not None and mask.dtype == torch.bool:
+        as_added = eager_attention_forward(layer, q, k, v, mask.float(), scaling=8**-0.5)[0]
+        if same(as_added):
+            raise CheckFailed(
+                f"on {what}: a bool mask was added to the scores (True became +1): for a bool mask, True means "
+                "attend; fill the scores where it is False with torch.finfo(dtype).min"
+            )

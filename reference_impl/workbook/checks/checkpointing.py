@@ -1,0 +1,181 @@
+"""Self-checks for lessons/01_checkpointing_tradeoffs.ipynb.
+
+- `check_checkpointed_loss(my_checkpointed_loss)`: a training step through checkpointed layers that really
+  checkpoints (training mode, tensors passed positionally, cache off) and gets every gradient right.
+- `check_pick_every_n_layers(my_pick_every_n_layers)`: the cheapest `every_n_layers` that fits a memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
+from reference_impl.workbook.checks._core import CheckFailed, check_tensor, passed, student_call
+
+__all__ = ["ScaledCachingBlock", "check_checkpointed_loss", "check_pick_every_n_layers", "kept_units_every_n"]
+
+
+class ScaledCachingBlock(GradientCheckpointingLayer):
+    """out = hidden + tanh(linear(hidden)) * scale; appends `out` to `past_key_values` when `use_cache`."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        scale: torch.Tensor,
+        past_key_values: list[torch.Tensor] | None = None,
+        use_cache: bool = False,
+    ) -> torch.Tensor:
+        out = hidden_states + torch.tanh(self.linear(hidden_states)) * scale  # (B, C)
+        if use_cache and past_key_values is not None:
+            past_key_values.append(out.detach())
+        return out
+
+
+def _reference_loss(layers: nn.ModuleList, hidden: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        hidden = layer(hidden, scale, use_cache=False)
+    return hidden.square().mean()
+
+
+class _Counting:
+    """Wraps a layer's checkpoint function and counts the calls that went through it."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func, self.calls = func, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.func(*args, **kwargs)
+
+
+def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check `fn(layers, hidden, scale, cache) -> loss`: mean of the squared output of the layers, checkpointed.
+
+    The layers are `ScaledCachingBlock`s with reentrant checkpointing on; `cache` is a list a careless caller might
+    hand to the layers. The loss, the gradients of `hidden`, `scale` and every weight must equal a plain run, and
+    every layer must actually have been checkpointed.
+    """
+    torch.manual_seed(0)
+    num_layers, batch, hidden_size = 3, 4, 8
+    layers = nn.ModuleList(ScaledCachingBlock(hidden_size) for _ in range(num_layers))
+    hidden0, scale0 = torch.randn(batch, hidden_size), torch.rand(batch, hidden_size)
+
+    def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+        layers.zero_grad(set_to_none=True)
+        return hidden0.clone().requires_grad_(True), scale0.clone().requires_grad_(True)
+
+    h, s = inputs()
+    expected_loss = _reference_loss(layers.train(), h, s)
+    expected_loss.backward()
+    expected = {
+        "hidden": h.grad,
+        "scale": s.grad,
+        **{n: p.grad.clone() for n, p in layers.named_parameters()},
+    }
+
+    set_gradient_checkpointing(layers, True, {"use_reentrant": True})
+    counters = [_Counting(layer._gradient_checkpointing_func) for layer in layers]
+    for layer, counter in zip(layers, counters, strict=False):
+        layer._gradient_checkpointing_func = counter
+    layers.eval()  # the student's function must switch to training mode itself
+    h, s = inputs()
+    cache: list[torch.Tensor] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = student_call("checkpointed loss", fn, layers, h, s, cache)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise CheckFailed(
+            f"return the loss as a 0-dim tensor; got {type(loss).__name__} {getattr(loss, 'shape', '')}"
+        )
+    cache_warnings = [w for w in caught if "Caching is incompatible" in str(w.message)]
+    if cache_warnings:
+        raise CheckFailed(
+            f"checkpointing had to switch the cache off for you ({cache_warnings[0].message}); call the layers with "
+            "use_cache=False and without past_key_values: a recompute would write the cache a second time"
+        )
+    done = [c.calls for c in counters]
+    if not all(done):
+        raise CheckFailed(
+            f"checkpoint calls per layer: {done}, expected 1 each. A layer that is not in training mode is never "
+            "checkpointed (GradientCheckpointingLayer checks `self.training`): call layers.train() first"
+        )
+    check_tensor("loss", loss.detach(), expected_loss.detach())
+    if not loss.requires_grad:
+        raise CheckFailed(
+            "the loss does not require grad: under use_reentrant=True the hidden states must be passed positionally "
+            "(layer(hidden, scale, ...), not layer(hidden_states=hidden, ...)); a keyword tensor is cut off"
+        )
+    loss.backward()
+    got = {"hidden": h.grad, "scale": s.grad, **{n: p.grad for n, p in layers.named_parameters()}}
+    for name, want in expected.items():
+        if got[name] is None:
+            raise CheckFailed(f"the gradient of {name} is missing (None): something cut it off the graph")
+        check_tensor(f"gradient of {name}", got[name], want)
+    passed("checkpointed loss")
+
+
+def kept_units_every_n(num_layers: int, every_n_layers: int | None, a: int) -> int:
+    """Units kept for backward: ceil(L/k) checkpointed inputs (1 unit) + the other layers' a units; None: a*L."""
+    if every_n_layers is None:
+        return a * num_layers
+    chosen = math.ceil(num_layers / every_n_layers)
+    return chosen + (num_layers - chosen) * a
+
+
+def _reference_pick(num_layers: int, a: int, budget: int) -> int | None:
+    if kept_units_every_n(num_layers, None, a) <= budget:
+        return None
+    fitting = [k for k in range(1, num_layers + 1) if kept_units_every_n(num_layers, k, a) <= budget]
+    return max(fitting) if fitting else 0
+
+
+def _describe(num_layers: int, a: int, k: int | None) -> str:
+    if k == 0:
+        return "0 (nothing fits)"
+    kept = kept_units_every_n(num_layers, k, a)
+    recomputed = 0 if k is None else math.ceil(num_layers / k)
+    return f"{k} (keeps {kept} units, recomputes {recomputed} of {num_layers} layers)"
+
+
+def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None:
+    """Check `fn(num_layers, a, budget) -> every_n_layers`: the largest k (least recompute) whose kept units fit.
+
+    None when no checkpointing is needed (a * L <= budget), 0 when even k = 1 does not fit.
+    """
+    cases = [
+        (16, 3, 48),
+        (16, 3, 47),
+        (16, 3, 16),
+        (16, 3, 15),
+        (16, 3, 32),
+        (10, 3, 22),
+        (10, 3, 21),
+        (12, 17, 40),
+        (7, 2, 10),
+        (24, 20, 100),
+    ]
+    for num_layers, a, budget in cases:
+        want = _reference_pick(num_layers, a, budget)
+        got = student_call("pick every_n_layers", fn, num_layers, a, budget)
+        if got == want:
+            continue
+
+        if got not in (None, 0) and (not isinstance(got, int) or not 1 <= got <= num_layers):
+            raise CheckFailed(
+                f"L={num_layers}, a={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
+            )
+        raise CheckFailed(
+            f"L={num_layers}, a={a}, budget={budget} units: got every_n_layers={_describe(num_layers, a, got)}, "
+            f"expected {_describe(num_layers, a, want)}"
+        )
+    passed("pick every_n_layers")

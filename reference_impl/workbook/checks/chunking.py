@@ -1,0 +1,223 @@
+"""Self-checks for the exercises of lessons/03_chunking_equivalence.ipynb.
+
+- `check_my_chunking(my_apply_chunking)`: your `apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim, *xs)`;
+- `check_my_query_chunked_attention(my_attention)`: attention `softmax(q k^T / sqrt(D)) v` over chunks of queries;
+- `check_my_chunked_checkpointed_ffn(my_ffn)`: chunking plus `torch.utils.checkpoint` per chunk, so training
+  memory drops too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from reference_impl.chunking import apply_chunking_to_forward
+from reference_impl.workbook.checks._core import (
+    CheckFailed,
+    check_tensor,
+    first_difference,
+    passed,
+    student_call,
+)
+from reference_impl.workbook.measure import PeakMemory, tensor_bytes
+
+__all__ = ["check_my_chunked_checkpointed_ffn", "check_my_chunking", "check_my_query_chunked_attention"]
+
+
+class _Spy:
+    """A position-wise forward_fn that records the shapes it is called with: 2*x (+ the mean of y over its last dim)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], ...]] = []
+
+    def one(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(x.shape),))
+        return 2 * x
+
+    def two(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(x.shape), tuple(y.shape)))
+        if x.shape[:-1] != y.shape[:-1]:
+            raise CheckFailed(
+                f"forward_fn got pieces of shapes {tuple(x.shape)} and {tuple(y.shape)} in one call: chunk every "
+                "input tensor the same way, and pass the k-th chunk of each to call k"
+            )
+        return 2 * x + y.mean(dim=-1, keepdim=True)
+
+
+def _chunked_shape(shape: tuple[int, ...], dim: int, chunk_size: int) -> tuple[int, ...]:
+    out = list(shape)
+    out[dim] = chunk_size
+    return tuple(out)
+
+
+def check_my_chunking(my_apply_chunking: Callable[..., torch.Tensor]) -> None:
+    """Check `my_apply_chunking(forward_fn, chunk_size, chunk_dim, *input_tensors)` against the reference.
+
+    It must call `forward_fn` once per chunk, with `chunk_size`-long slices along `chunk_dim` (negative counts from
+    the end), in order, and concatenate the results along `chunk_dim`; `chunk_size=0` means one plain call.
+    """
+    exercise = "my_apply_chunking"
+    # (description, shapes of the inputs, chunk_size, chunk_dim)
+    cases = [
+        ("one input (2, 8, 3), chunks of 2 along dim 1", [(2, 8, 3)], 2, 1),
+        ("one input (2, 8, 3), chunks of 4 along dim -2", [(2, 8, 3)], 4, -2),
+        ("one input (6, 2, 3), chunks of 3 along dim 0", [(6, 2, 3)], 3, 0),
+        ("one input (2, 3, 12), chunks of 4 along dim -1", [(2, 3, 12)], 4, -1),
+        ("two inputs (2, 6, 3) and (2, 6, 5), chunks of 3 along dim 1", [(2, 6, 3), (2, 6, 5)], 3, 1),
+        ("one input (2, 8, 3), chunk_size=0 (no chunking)", [(2, 8, 3)], 0, 1),
+    ]
+    generator = torch.Generator().manual_seed(0)
+    for what, shapes, chunk_size, chunk_dim in cases:
+        inputs = [torch.randn(s, generator=generator) for s in shapes]
+        student_spy, reference_spy = _Spy(), _Spy()
+        got = student_call(
+            exercise,
+            my_apply_chunking,
+            student_spy.one if len(inputs) == 1 else student_spy.two,
+            chunk_size,
+            chunk_dim,
+            *inputs,
+        )
+        expected = apply_chunking_to_forward(
+            reference_spy.one if len(inputs) == 1 else reference_spy.two, chunk_size, chunk_dim, *inputs
+        )
+        n = shapes[0][chunk_dim]
+        num_chunks = 1 if chunk_size == 0 else n // chunk_size
+        student_calls, expected_calls = student_spy.calls, reference_spy.calls
+        for i, (call, want) in enumerate(zip(student_calls, expected_calls, strict=False)):
+            if call != want:
+                shown = call[0] if len(call) == 1 else call
+                wanted = want[0] if len(want) == 1 else want
+                how = (
+                    "chunk_size=0 means no chunking: call forward_fn once with the whole inputs"
+                    if chunk_size == 0
+                    else f"slice every input along chunk_dim={chunk_dim} into pieces of length chunk_size={chunk_size}"
+                )
+                raise CheckFailed(
+                    f"{what}: call {i} of forward_fn got a chunk of shape {shown}, expected {wanted}: {how}"
+                )
+        if len(student_calls) != num_chunks:
+            how = (
+                "one plain call"
+                if chunk_size == 0
+                else f"{n} // chunk_size={chunk_size} along chunk_dim={chunk_dim}"
+            )
+            raise CheckFailed(
+                f"{what}: forward_fn was called {len(student_calls)} time(s), expected {num_chunks} ({how})"
+            )
+        if isinstance(got, torch.Tensor) and got.shape != expected.shape:
+            raise CheckFailed(
+                f"{what}: output shape is {tuple(got.shape)}, expected {tuple(expected.shape)}: concatenate the "
+                f"chunk outputs along chunk_dim={chunk_dim}"
+            )
+        check_tensor(f"{what}: output", got, expected)
+    passed(exercise)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    return scores.softmax(dim=-1) @ v  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+
+
+def check_my_query_chunked_attention(my_attention: Callable[..., torch.Tensor]) -> None:
+    """Check `my_attention(q, k, v, chunk_size)`: `softmax(q k^T / sqrt(D)) v` computed over chunks of queries.
+
+    q, k, v are `(B, H, T, D)`. The result must match unchunked attention, and the full `(B, H, T, S)` score
+    matrix must never exist: the peak memory must stay below its size.
+    """
+    exercise = "my_query_chunked_attention"
+    generator = torch.Generator().manual_seed(0)
+    B, H, T, D = 2, 2, 64, 8
+    q, k, v = (torch.randn(B, H, T, D, generator=generator) for _ in range(3))
+    for chunk_size in (16, 4, T):
+        with torch.no_grad():
+            got = student_call(exercise, my_attention, q, k, v, chunk_size)
+        expected = _attention(q, k, v)
+        problem = first_difference(got, expected, atol=1e-5, rtol=1e-5)
+        if problem is None:
+            continue
+        block_diagonal = apply_chunking_to_forward(_attention, chunk_size, -2, q, k, v)
+        if first_difference(got, block_diagonal, atol=1e-5, rtol=1e-5) is None:
+            raise CheckFailed(
+                f"chunk_size={chunk_size}: each query attended only to the keys of its own chunk ({problem}): "
+                "chunk the queries only; every query chunk needs all keys and values"
+            )
+        raise CheckFailed(f"chunk_size={chunk_size}: output {problem}")
+
+    chunk_size = 4
+    scores_bytes = B * H * T * T * q.element_size()  # one full (B, H, T, S) score matrix
+    with torch.no_grad(), PeakMemory(baseline=[q, k, v]) as mem:
+        student_call(exercise, my_attention, q, k, v, chunk_size)
+    peak = mem.peak_bytes - sum(tensor_bytes(t) for t in (q, k, v))
+    if peak >= scores_bytes:
+        raise CheckFailed(
+            f"chunk_size={chunk_size}: peak memory was {peak / 1024:.0f} KiB, at least one full (B, H, T, S) score "
+            f"matrix ({scores_bytes / 1024:.0f} KiB): the queries are not processed {chunk_size} at a time; call "
+            "apply_chunking_to_forward with chunk_dim=-2 and a function of the query chunk"
+        )
+    passed(exercise)
+
+
+class _FeedForward(torch.nn.Module):
+    """BERT's feed-forward block: LayerNorm(x + W2 gelu(W1 x)), C -> 4C -> C."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dense_in = torch.nn.Linear(c, 4 * c)
+        self.dense_out = torch.nn.Linear(4 * c, c)
+        self.norm = torch.nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dense_out(torch.nn.functional.gelu(self.dense_in(x))))
+
+
+def _training_peak(fn: Callable[[], torch.Tensor], before: list[torch.Tensor]) -> int:
+    """Peak activation bytes of fn() and its backward, above the tensors in `before`; grads reset after."""
+    with PeakMemory(baseline=before) as mem:
+        out = fn()
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.backward(torch.ones_like(out))
+    return mem.peak_bytes - sum(tensor_bytes(t) for t in before)
+
+
+def check_my_chunked_checkpointed_ffn(my_ffn: Callable[..., torch.Tensor]) -> None:
+    """Check `my_ffn(forward_fn, chunk_size, x)`: chunked along dim 1 with each chunk under `checkpoint`.
+
+    Output and gradients must equal the plain block's; the training peak (forward plus backward, measured
+    exactly) must be under half of the plain block's, which neither chunking alone nor checkpointing the whole
+    chunked call reaches.
+    """
+    exercise = "my_chunked_checkpointed_ffn"
+    torch.manual_seed(0)
+    block = _FeedForward(16)
+    params = list(block.parameters())
+    x = torch.randn(2, 128, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)  # (B, T, C)
+
+    got = student_call(exercise, my_ffn, block.forward, 8, x)
+    expected = block(x)
+    check_tensor("output", got, expected.detach(), atol=1e-6, rtol=1e-5)
+    if not got.requires_grad:
+        raise CheckFailed("the output does not require grad: no gradient can flow back to x and the weights")
+    grads = torch.autograd.grad(got, (x, *params), torch.ones_like(got), allow_unused=True)
+    expected_grads = torch.autograd.grad(expected, (x, *params), torch.ones_like(expected))
+    names = ["x", *(name for name, _ in block.named_parameters())]
+    for name, g, e in zip(names, grads, expected_grads, strict=True):
+        if g is None:
+            raise CheckFailed(f"no gradient reached {name}")
+        check_tensor(f"gradient of {name}", g, e, atol=1e-5, rtol=1e-4)
+
+    before = [x, *params]
+    plain = _training_peak(lambda: block(x), before)
+    ours = _training_peak(lambda: student_call(exercise, my_ffn, block.forward, 8, x), before)
+    for t in before:
+        t.grad = None
+    if ours >= 0.5 * plain:
+        raise CheckFailed(
+            f"training peak (forward + backward) was {ours / 1024:.0f} KiB, {ours / plain:.0%} of the plain block's "
+            f"{plain / 1024:.0f} KiB, expected under 50%: chunking alone keeps every chunk's intermediates for "
+            "backward, and checkpointing the whole chunked call recomputes all chunks at once; checkpoint each "
+            "chunk's call (torch.utils.checkpoint.checkpoint(forward_fn, chunk, use_reentrant=False))"
+        )
+    passed(exercise)

@@ -1,0 +1,226 @@
+"""The lesson-06 self-checks pass the reference and fail, in plain words, on the usual wrong answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from reference_impl.attention import eager_attention_forward, repeat_kv
+from reference_impl.masking import sliding_window_causal_mask_function
+from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
+from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
+
+
+# ---- exercise 1: sliding-window mask ----
+def test_sliding_window_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    check_sliding_window_mask(sliding_window_causal_mask_function)
+    assert capsys.readouterr().out == "✅ sliding-window mask: all checks passed\n"
+
+
+def window_one_too_wide(w: int) -> Any:
+    return lambda b, h, q, kv: (kv >= q - w) & (kv <= q)
+
+
+def diagonal_masked(w: int) -> Any:
+    return lambda b, h, q, kv: (kv > q - w) & (kv < q)
+
+
+def not_causal(w: int) -> Any:
+    return lambda b, h, q, kv: kv > q - w
+
+
+def uses_python_if(w: int) -> Any:
+    def fn(b: Any, h: Any, q: Any, kv: Any) -> bool:
+        if kv <= q:
+            return True
+        return False
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (window_one_too_wide, r"sliding_window=3: your window holds 4 keys, one too many"),
+        (
+            diagonal_masked,
+            r"the diagonal is masked: a query must attend to itself \(`kv_idx <= q_idx`, not `<`\)",
+        ),
+        (not_causal, r"future keys are allowed"),
+        (
+            lambda w: sliding_window_causal_mask_function(w + 2),
+            r"in yours, query 3 may attend to key 0; expected the opposite",
+        ),
+        (uses_python_if, r"raised RuntimeError: .* use only comparisons and arithmetic"),
+        (lambda w: w, r"my_sliding_window_mask\(3\) returned int; it must return a mask function"),
+        (lambda w: lambda b, h, q, kv: (kv <= q).int(), r"dtype torch.int32; expected a bool mask"),
+    ],
+)
+def test_sliding_window_check_names_the_mistake(wrong: Any, message: str) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_sliding_window_mask(wrong)
+
+
+def test_sliding_window_check_draws_both_masks() -> None:
+    with pytest.raises(CheckFailed) as info:
+        check_sliding_window_mask(window_one_too_wide)
+    assert "yours:\n0 ■ ⬚ ⬚ ⬚ ⬚ ⬚ ⬚" in str(info.value) and "expected:\n" in str(info.value)
+    assert "4 ⬚ ■ ■ ■ ■ ⬚ ⬚" in str(info.value)  # yours: query 4 sees 4 keys (1..4)
+    assert "4 ⬚ ⬚ ■ ■ ■ ⬚ ⬚" in str(info.value)  # expected: 3 keys (2..4)
+
+
+def test_sliding_window_check_catches_an_off_by_one_only_visible_for_w_1() -> None:
+    def special(w: int) -> Any:
+        return sliding_window_causal_mask_function(w if w > 1 else 2)
+
+    with pytest.raises(CheckFailed, match="sliding_window=1: your window holds 2 keys"):
+        check_sliding_window_mask(special)
+
+
+def test_sliding_window_stub_is_not_finished() -> None:
+    def stub(w: int) -> Any:
+        raise NotImplementedError
+
+    def stub_inside(w: int) -> Any:
+        def fn(b: Any, h: Any, q: Any, kv: Any) -> Any:
+            raise NotImplementedError
+
+        return fn
+
+    for s in (stub, stub_inside):
+        with pytest.raises(ExerciseNotFinished, match="'sliding-window mask' is not finished"):
+            check_sliding_window_mask(s)
+
+
+# ---- exercise 2: attention function ----
+def test_attention_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    check_attention_function(eager_attention_forward)
+    assert capsys.readouterr().out == "✅ attention function: all checks passed\n"
+
+
+def test_attention_check_passes_a_function_that_returns_no_weights(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    check_attention_function(lambda *a, **k: (eager_attention_forward(*a, **k)[0], None))
+    assert "all checks passed" in capsys.readouterr().out
+
+
+def transposed(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    out, w = eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
+    return out.transpose(1, 2), w
+
+
+def keys_not_repeated(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    scores = q @ k.transpose(-2, -1) * scaling
+    if mask is not None:
+        scores = scores + mask
+    w = scores.softmax(-1)
+    return (w @ v).transpose(1, 2).contiguous(), w
+
+
+def keys_tiled(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    g = q.shape[1] // k.shape[1]
+    return eager_attention_forward(
+        module, q, k.repeat(1, g, 1, 1), v.repeat(1, g, 1, 1), mask, scaling, dropout, **kw
+    )
+
+
+def none_means_no_mask(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    if mask is None:
+        return eager_attention_forward(module, q, k, v, None, scaling, dropout, is_causal=False)
+    return eager_attention_forward(module, q, k, v, mask, scaling, dropout)
+
+
+def mask_ignored(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    return eager_attention_forward(module, q, k, v, None, scaling, dropout, is_causal=False)
+
+
+def bool_mask_added(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    mask = mask.float() if mask is not None and mask.dtype == torch.bool else mask
+    return eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
+
+
+def wrong_scaling(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    return eager_attention_forward(module, q, k, v, mask, 1.0, dropout, **kw)
+
+
+def returns_only_output(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    return eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)[0]
+
+
+def weights_not_softmaxed(
+    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+) -> Any:
+    out, w = eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
+    return out, torch.log(w)
+
+
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (transposed, r"attn_output has shape \(2, 4, 5, 8\), which is \(B, H, T, D\); .*\.transpose\(1, 2\)"),
+        (
+            keys_not_repeated,
+            r"on grouped-query inputs .* raised RuntimeError: .* repeat each key/value head H / H_kv times",
+        ),
+        (keys_tiled, r"key/value heads are repeated in the wrong order: `k.repeat\(1, g, 1, 1\)`"),
+        (none_means_no_mask, r"with attention_mask=None your output attends to future keys"),
+        (mask_ignored, r"on multi-head inputs .*: your output ignores attention_mask"),
+        (bool_mask_added, r"a bool mask was added to the scores \(True became \+1\)"),
+        (
+            wrong_scaling,
+            r"attn_output on multi-head inputs .*: \d+ of 320 values differ; first at index \[0, 1, 0, 0\]",
+        ),
+        (returns_only_output, r"return a pair \(attn_output, attn_weights\), got Tensor"),
+        (weights_not_softmaxed, r"attn_weights on multi-head inputs .* values differ"),
+    ],
+)
+def test_attention_check_names_the_mistake(wrong: Any, message: str) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_attention_function(wrong)
+
+
+def test_attention_stub_is_not_finished() -> None:
+    def stub(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseNotFinished, match="'attention function' is not finished"):
+        check_attention_function(stub)
+
+
+def test_repeat_kv_based_fix_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    def fixed(
+        module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
+    ) -> Any:
+        g = q.shape[1] // k.shape[1]
+        k, v = repeat_kv(k, g), repeat_kv(v, g)
+        scores = q @ k.transpose(-2, -1) * scaling
+        if mask is None:
+            mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+        w = scores.softmax(-1)
+        return (w @ v).transpose(1, 2).contiguous(), w
+
+    check_attention_function(fixed)
+    assert "all checks passed" in capsys.readouterr().out
