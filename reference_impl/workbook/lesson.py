@@ -79,6 +79,15 @@ def setup(seed: int = 0, threads: int = 2, quiet: bool = False) -> dict[str, str
         matplotlib.rcParams.update({"figure.figsize": (7.0, 3.6), "figure.dpi": 90, "axes.grid": True})
     except ImportError:
         pass
+    # Errors shown on purpose read as one line (type and message), not a traceback through library internals.
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            shell.run_line_magic("xmode", "Minimal")
+    except ImportError:
+        pass
     found = versions()
     if not quiet:
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
