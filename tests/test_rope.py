@@ -21,6 +21,7 @@ from reference_impl.rope import (
     RopeState,
     RotaryEmbedding,
     apply_rotary_pos_emb,
+    dynamic_rope_update,
     read_rope_config,
     rotate_half,
 )
@@ -257,6 +258,99 @@ def test_rope_state_prints_every_decision_variable():
         "original_max_position_embeddings=16, attention_scaling=1.0, last_update='grow')"
     )
     assert isinstance(rotary.rope_state, RopeState) and "max_seq_len_cached=40" in repr(rotary)
+
+
+def _undecorated(forward):
+    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both functools.wraps)."""
+    while hasattr(forward, "__wrapped__"):
+        forward = forward.__wrapped__
+    return forward
+
+
+def _with_our_decorator(their_class):
+    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of theirs."""
+    forward = torch.no_grad()(dynamic_rope_update(_undecorated(their_class.forward)))
+    return type(f"Ours{their_class.__name__}", (their_class,), {"forward": forward})
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("kind", ["dynamic", "longrope"])
+def test_our_decorator_on_transformers_llama_style_module_is_bitwise_equal_to_theirs(kind):
+    if kind == "dynamic":
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Theirs
+
+        config = hf_config({"rope_type": "dynamic", "factor": 2.0}, max_position_embeddings=16)
+        calls = DYNAMIC_CALLS
+    else:
+        from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding as Theirs
+
+        lists = {
+            "short_factor": [1.0 + 0.01 * i for i in range(16)],
+            "long_factor": [1.0 + 0.5 * i for i in range(16)],
+        }
+        config = hf_config(
+            {"rope_type": "longrope", **lists},
+            model="phi3",
+            max_position_embeddings=128,
+            original_max_position_embeddings=32,
+        )
+        calls = LONGROPE_CALLS
+    ours, theirs = _with_our_decorator(Theirs)(config), Theirs(config)
+    x = torch.zeros(1)
+    for i, pos in enumerate(calls):
+        (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos), theirs(x, pos)
+        where = f"call {i}, seq_len {int(pos.max()) + 1}"
+        assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
+        assert torch.equal(ours.inv_freq, theirs.inv_freq), where
+        assert ours.attention_scaling == theirs.attention_scaling, where
+        assert ours.max_seq_len_cached == int(theirs.max_seq_len_cached), where
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(
+    not V5, reason="per-layer-type rotary modules (Gemma 3 with layer_type=) are transformers 5.x"
+)
+def test_our_decorator_on_gemma3_per_layer_type_module_is_bitwise_equal_to_theirs():
+    from transformers import Gemma3TextConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding as Theirs
+
+    lists = {
+        "short_factor": [1.0 + 0.01 * i for i in range(8)],
+        "long_factor": [1.0 + 0.5 * i for i in range(8)],
+    }
+    config = Gemma3TextConfig(
+        **{**TINY, "num_hidden_layers": 2},
+        hidden_size=64,
+        num_attention_heads=2,
+        head_dim=16,
+        max_position_embeddings=16,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
+            "sliding_attention": {
+                **{"rope_type": "longrope", **lists, "rope_theta": 1e4},
+                "original_max_position_embeddings": 8,
+            },
+        },
+    )
+    ours, theirs = _with_our_decorator(Theirs)(config), Theirs(config)
+    x = torch.zeros(1)
+    decisions = []
+    for i, pos in enumerate(DYNAMIC_CALLS):
+        for layer_type in ("full_attention", "sliding_attention"):
+            (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos, layer_type), theirs(x, pos, layer_type)
+            where = f"call {i}, seq_len {int(pos.max()) + 1}, {layer_type}"
+            assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
+            assert torch.equal(
+                getattr(ours, f"{layer_type}_inv_freq"), getattr(theirs, f"{layer_type}_inv_freq")
+            )
+        cached = getattr(ours, "full_attention_max_seq_len_cached", ours.max_seq_len_cached)
+        assert cached == int(getattr(theirs, "full_attention_max_seq_len_cached", theirs.max_seq_len_cached))
+        decisions.append(cached)
+    # the full-attention (dynamic) entry grew, kept, grew and reset, as in transformers
+    assert decisions == [16, 40, 40, 42, 16]
+    # the shared attributes were not touched by a per-layer-type call
+    assert ours.max_seq_len_cached == 16 and not hasattr(ours, "inv_freq")
 
 
 @pytest.mark.oracle
@@ -682,3 +776,31 @@ def test_inputs_are_unchanged_after_every_call(rope_type, seq_len):
     cos, sin = RotaryEmbedding(config)(q, torch.arange(3)[None])
     apply_rotary_pos_emb(q, k, cos, sin)
     assert torch.equal(q, q0) and torch.equal(k, k0)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize(
+    ("q_dtype", "cos_dtype"),
+    [
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.bfloat16),
+    ],
+)
+@pytest.mark.parametrize("rotary_dim", [8, 4])
+def test_apply_rotary_pos_emb_output_dtype_is_transformers_and_the_docstring_says_so(
+    q_dtype, cos_dtype, rotary_dim
+):
+    from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb as theirs
+
+    q, k = torch.randn(1, 2, 3, 8, dtype=q_dtype), torch.randn(1, 1, 3, 8, dtype=q_dtype)
+    cos, sin = torch.randn(1, 3, rotary_dim, dtype=cos_dtype), torch.randn(1, 3, rotary_dim, dtype=cos_dtype)
+    q_o, k_o = apply_rotary_pos_emb(q, k, cos, sin)
+    q_t, k_t = theirs(q, k, cos, sin)
+    promoted = torch.promote_types(q_dtype, cos_dtype)
+    assert q_o.dtype == k_o.dtype == q_t.dtype == k_t.dtype == promoted
+    assert torch.equal(q_o, q_t) and torch.equal(k_o, k_t)
+    doc = " ".join(apply_rotary_pos_emb.__doc__.split())
+    assert "type promotion" in doc and "come back in float32" in doc and "same shapes and dtypes" not in doc
