@@ -528,6 +528,28 @@ def test_factor_below_one_is_computed_by_transformers_and_refused_by_us():
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize(
+    ("rope", "pattern"),
+    [
+        (
+            {**LLAMA31, "low_freq_factor": 4.0, "high_freq_factor": 1.0},
+            r"\['low_freq_factor'\]=4.0 >= .*\['high_freq_factor'\]=1.0",
+        ),
+        ({**YARN, "beta_fast": 1.0, "beta_slow": 32.0}, r"\['beta_fast'\]=1.0 <= .*\['beta_slow'\]=32.0"),
+    ],
+    ids=["llama3-reversed-band", "yarn-reversed-betas"],
+)
+def test_reversed_bands_are_computed_by_transformers_and_refused_by_us(rope, pattern):
+    from transformers import modeling_rope_utils as mru
+
+    config = hf_config(rope, max_position_embeddings=131072)
+    theirs, _ = mru.ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, None)
+    assert torch.isfinite(theirs).all()  # a number comes back, from a band that runs backwards
+    with pytest.raises(ValueError, match=pattern + r".*transformers only warns here"):
+        ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+
+
+@pytest.mark.oracle
 def test_longrope_list_of_wrong_length_fails_late_in_transformers_and_early_here():
     from transformers import modeling_rope_utils as mru
 
@@ -610,6 +632,73 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
             ValueError,
             r"rope_scaling\['factor'\]=0.5",
         ),
+        (
+            _cfg({"rope_type": "linear", "factor": 2.0}, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+            ValueError,
+            r"both rope_parameters=.* and rope_scaling=.*disagree on \{'factor': 4.0\}",
+        ),
+        (
+            _cfg({"rope_type": "default"}, rope_scaling={"type": "linear", "factor": 2.0}),
+            ValueError,
+            r"disagree on \{'type': 'linear', 'factor': 2.0\}",
+        ),
+        (
+            _cfg({"rope_type": "default", "rope_theta": 10_000.0}, rope_theta=500_000.0),
+            ValueError,
+            r"rope_parameters\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=500000.0",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0.5}, partial_rotary_factor=0.25),
+            ValueError,
+            r"\['partial_rotary_factor'\]=0.5 disagrees with the top-level partial_rotary_factor=0.25",
+        ),
+        (_cfg({"rope_type": "default", "rope_theta": 0}), ValueError, r"rope_theta=0 .*expected a base > 0"),
+        (
+            _cfg({"rope_type": "default"}, rope_theta=-1.0),
+            ValueError,
+            r"rope_theta=-1.0 .*expected a base > 0",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0}),
+            ValueError,
+            r"partial_rotary_factor=0; expected 0 < partial_rotary_factor <= 1",
+        ),
+        (
+            _cfg({"rope_type": "default"}, partial_rotary_factor=1.5),
+            ValueError,
+            r"partial_rotary_factor=1.5; expected 0 < partial_rotary_factor <= 1",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0.05}),
+            ValueError,
+            r"= 0 is zero; expected a positive even number",
+        ),
+        (
+            {"head_dim": 0, "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 64},
+            ValueError,
+            r"head_dim=0; expected a positive int",
+        ),
+        (
+            _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}),
+            ValueError,
+            r"\['low_freq_factor'\]=4.0 >= rope_parameters\['high_freq_factor'\]=1.0; expected low_freq_factor < "
+            r"high_freq_factor",
+        ),
+        (
+            _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0}),
+            ValueError,
+            r"\['low_freq_factor'\]=2.0 >= ",
+        ),
+        (
+            _cfg({"rope_type": "yarn", "factor": 4.0, "beta_fast": 1.0, "beta_slow": 32.0}),
+            ValueError,
+            r"\['beta_fast'\]=1.0 <= rope_parameters\['beta_slow'\]=32.0; expected beta_fast > beta_slow",
+        ),
+        (
+            _cfg({"rope_type": "yarn", "factor": 4.0, "beta_fast": 0}),
+            ValueError,
+            r"\['beta_fast'\]=0 <= rope_parameters\['beta_slow'\]=1; expected beta_fast > beta_slow",
+        ),
     ],
     ids=[
         "unknown-type",
@@ -624,6 +713,20 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
         "no-head-dim",
         "no-max-pos",
         "v4-key-name",
+        "both-styles-disagree-on-factor",
+        "both-styles-disagree-on-type",
+        "theta-inside-and-top-level-disagree",
+        "partial-inside-and-top-level-disagree",
+        "theta-zero",
+        "theta-negative",
+        "partial-zero",
+        "partial-above-one",
+        "partial-gives-no-pair",
+        "head-dim-zero",
+        "llama3-low-above-high",
+        "llama3-low-equals-high",
+        "yarn-beta-fast-below-slow",
+        "yarn-beta-fast-zero",
     ],
 )
 def test_bad_config_raises_naming_key_value_and_expectation(config, exc, pattern):
