@@ -351,6 +351,12 @@ def test_our_decorator_on_gemma3_per_layer_type_module_is_bitwise_equal_to_their
     assert decisions == [16, 40, 40, 42, 16]
     # the shared attributes were not touched by a per-layer-type call
     assert ours.max_seq_len_cached == 16 and not hasattr(ours, "inv_freq")
+    # our own module, built for one layer type of the same config, follows the same sequence
+    for layer_type in ("full_attention", "sliding_attention"):
+        ours_one, theirs_all = RotaryEmbedding(config, layer_type=layer_type), Theirs(config)
+        for pos in DYNAMIC_CALLS:
+            (cos_o, sin_o), (cos_t, sin_t) = ours_one(x, pos), theirs_all(x, pos, layer_type)
+            assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), (layer_type, ours_one.rope_state)
 
 
 @pytest.mark.oracle
