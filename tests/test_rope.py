@@ -913,3 +913,28 @@ def test_apply_rotary_pos_emb_output_dtype_is_transformers_and_the_docstring_say
     assert torch.equal(q_o, q_t) and torch.equal(k_o, k_t)
     doc = " ".join(apply_rotary_pos_emb.__doc__.split())
     assert "type promotion" in doc and "come back in float32" in doc and "same shapes and dtypes" not in doc
+
+
+@pytest.mark.parametrize("as_object", [False, True], ids=["dict", "object"])
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, r"disagree on \{'factor': 4.0\}"),
+        (
+            {"rope_theta": 500_000.0},
+            r"\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=500000.0",
+        ),
+        ({"rope_theta": 0}, r"\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=0"),
+    ],
+    ids=["scaling", "theta", "theta-zero"],
+)
+def test_both_config_styles_disagreeing_are_refused_for_dicts_and_objects_alike(as_object, extra, pattern):
+    from types import SimpleNamespace
+
+    config = _cfg({"rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0}, **extra)
+    agreeing = _cfg({"rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0})
+    if as_object:
+        config, agreeing = SimpleNamespace(**config), SimpleNamespace(**agreeing)
+    with pytest.raises(ValueError, match=pattern):
+        read_rope_config(config)
+    assert read_rope_config(agreeing).base == 10_000.0
