@@ -174,10 +174,25 @@ LONGROPE_CALLS = [
 ]  # L0 = 32: exactly at L0 is still short
 
 
+def _undecorated(forward):
+    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both functools.wraps)."""
+    while hasattr(forward, "__wrapped__"):
+        forward = forward.__wrapped__
+    return forward
+
+
+def _with_our_decorator(their_class):
+    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of theirs."""
+    forward = torch.no_grad()(dynamic_rope_update(_undecorated(their_class.forward)))
+    return type(f"Ours{their_class.__name__}", (their_class,), {"forward": forward})
+
+
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["dynamic", "longrope"])
-def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
+@pytest.mark.parametrize("ours_is", ["our-module", "their-module-under-our-decorator"])
+def test_rotary_module_follows_transformers_state_sequence(kind, dtype, ours_is):
+    """Ours (our module, or transformers' own with our `dynamic_rope_update`) against theirs, call by call."""
     if kind == "dynamic":
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Theirs
 
@@ -197,14 +212,15 @@ def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
             original_max_position_embeddings=32,
         )
         calls = LONGROPE_CALLS
-    ours, theirs = RotaryEmbedding(config), Theirs(config)
+    ours_class = RotaryEmbedding if ours_is == "our-module" else _with_our_decorator(Theirs)
+    ours, theirs = ours_class(config), Theirs(config)
     x = torch.zeros(1, dtype=dtype)
     for i, pos in enumerate(calls):
         (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos), theirs(x, pos)
-        where = f"call {i} (seq_len {int(pos.max()) + 1}), our state {ours.rope_state}"
+        where = f"call {i} (seq_len {int(pos.max()) + 1}), our max_seq_len_cached {ours.max_seq_len_cached}"
         assert torch.equal(ours.inv_freq, theirs.inv_freq), where
         assert ours.attention_scaling == theirs.attention_scaling, where
-        assert ours.rope_state.max_seq_len_cached == int(theirs.max_seq_len_cached), where
+        assert ours.max_seq_len_cached == int(theirs.max_seq_len_cached), where
         assert cos_o.dtype == cos_t.dtype == dtype
         assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
 
@@ -258,52 +274,6 @@ def test_rope_state_prints_every_decision_variable():
         "original_max_position_embeddings=16, attention_scaling=1.0, last_update='grow')"
     )
     assert isinstance(rotary.rope_state, RopeState) and "max_seq_len_cached=40" in repr(rotary)
-
-
-def _undecorated(forward):
-    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both functools.wraps)."""
-    while hasattr(forward, "__wrapped__"):
-        forward = forward.__wrapped__
-    return forward
-
-
-def _with_our_decorator(their_class):
-    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of theirs."""
-    forward = torch.no_grad()(dynamic_rope_update(_undecorated(their_class.forward)))
-    return type(f"Ours{their_class.__name__}", (their_class,), {"forward": forward})
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("kind", ["dynamic", "longrope"])
-def test_our_decorator_on_transformers_llama_style_module_is_bitwise_equal_to_theirs(kind):
-    if kind == "dynamic":
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Theirs
-
-        config = hf_config({"rope_type": "dynamic", "factor": 2.0}, max_position_embeddings=16)
-        calls = DYNAMIC_CALLS
-    else:
-        from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding as Theirs
-
-        lists = {
-            "short_factor": [1.0 + 0.01 * i for i in range(16)],
-            "long_factor": [1.0 + 0.5 * i for i in range(16)],
-        }
-        config = hf_config(
-            {"rope_type": "longrope", **lists},
-            model="phi3",
-            max_position_embeddings=128,
-            original_max_position_embeddings=32,
-        )
-        calls = LONGROPE_CALLS
-    ours, theirs = _with_our_decorator(Theirs)(config), Theirs(config)
-    x = torch.zeros(1)
-    for i, pos in enumerate(calls):
-        (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos), theirs(x, pos)
-        where = f"call {i}, seq_len {int(pos.max()) + 1}"
-        assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
-        assert torch.equal(ours.inv_freq, theirs.inv_freq), where
-        assert ours.attention_scaling == theirs.attention_scaling, where
-        assert ours.max_seq_len_cached == int(theirs.max_seq_len_cached), where
 
 
 @pytest.mark.oracle
