@@ -173,7 +173,7 @@ def is_checkpointable_layer(module: nn.Module) -> bool:
     )
 
 
-def checkpoint_keywords() -> list[str]:
+def _checkpoint_keywords() -> list[str]:
     """The keyword arguments `torch.utils.checkpoint.checkpoint` takes: its keyword-only parameters, plus
     `preserve_rng_state`, which it reads from `**kwargs` (documented in its docstring)."""
     named = [
@@ -186,7 +186,7 @@ def checkpoint_keywords() -> list[str]:
 
 def _check_checkpoint_kwargs(ckpt_kwargs: Mapping[str, Any]) -> None:
     """Refuse keys `checkpoint` does not take (see NOTE [ Where we differ from transformers ], 5)."""
-    accepted = checkpoint_keywords()
+    accepted = _checkpoint_keywords()
     unknown = [key for key in ckpt_kwargs if key not in accepted]
     if unknown:
         hints = {key: difflib.get_close_matches(str(key), accepted, n=1) for key in unknown}
