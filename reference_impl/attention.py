@@ -81,6 +81,7 @@ def eager_attention_forward(
         query: (B, H, T, D).
         key, value: (B, H_kv, S, D).
         attention_mask: additive float (B or 1, 1 or H, T, S); bool of that shape, True = attend; or None.
+            An integer mask is refused (ValueError): added to the scores, a 0/1 keep-mask would mask nothing.
         scaling: multiplies the scores, usually D ** -0.5.
         dropout: probability, applied to the weights only while `module.training`.
         **kwargs: extras the model passes (position_ids, ...); `is_causal` is read, the rest ignored.
@@ -90,10 +91,7 @@ def eager_attention_forward(
     """
     B, H, T = query.shape[:3]
     H_kv, S = key.shape[1], key.shape[2]
-    if H % H_kv != 0:
-        raise ValueError(
-            f"query has {H} heads and key {H_kv}; the key/value heads must divide the query heads"
-        )
+    _check_heads(query, key, value)
     key_states = repeat_kv(key, H // H_kv)  # (B, H_kv, S, D) -> (B, H, S, D)
     value_states = repeat_kv(value, H // H_kv)
 
@@ -109,6 +107,7 @@ def eager_attention_forward(
             causal = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(diagonal=S - T)
             attn_weights = attn_weights.masked_fill(~causal, torch.finfo(attn_weights.dtype).min)
     else:
+        _check_mask_dtype(attention_mask)
         _check_mask_shape(attention_mask, B, H, T, S)
         if attention_mask.dtype == torch.bool:
             attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
@@ -139,8 +138,14 @@ def sdpa_attention_forward(
     As transformers' sdpa integration: keys repeated for grouped-query attention, and `is_causal=True` handed to
     SDPA only when there is no mask and T > 1 (SDPA's own causal mask is top-left aligned, which is why
     `sdpa_mask` returns None only when that alignment is right).
+
+    Bad heads and masks get the same errors as from `eager_attention_forward`: key/value heads that do not divide
+    the query heads (transformers' sdpa repeats H // H_kv times and fails inside torch), and an integer mask.
     """
     H, T = query.shape[1], query.shape[2]
+    _check_heads(query, key, value)
+    if attention_mask is not None:
+        _check_mask_dtype(attention_mask)
     key = repeat_kv(key, H // key.shape[1])  # (B, H_kv, S, D) -> (B, H, S, D)
     value = repeat_kv(value, H // value.shape[1])
     if is_causal is None:
@@ -197,6 +202,26 @@ def checked_attention(fn: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[.
     checked.__name__ = f"checked_{getattr(fn, '__name__', 'attention')}"
     checked.__wrapped__ = fn  # type: ignore[attr-defined]
     return checked
+
+
+def _check_heads(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    """Grouped-query head counts, checked the same way by every function of the registry."""
+    H, H_kv, H_v = query.shape[1], key.shape[1], value.shape[1]
+    if H_kv != H_v or H % H_kv != 0:
+        raise ValueError(
+            f"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the same number "
+            f"of heads, dividing H (grouped-query attention: each key/value head serves H / H_kv query heads)"
+        )
+
+
+def _check_mask_dtype(mask: torch.Tensor) -> None:
+    """An integer mask (0/1 keep-mask) would be *added* to the scores by eager attention: refuse it."""
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise ValueError(
+            f"attention_mask has dtype {mask.dtype}; expected a boolean keep-mask (True = attend; a 0/1 mask "
+            "becomes one with `mask.bool()`) or an additive float mask (0 = attend, finfo(dtype).min = masked, "
+            "as eager_mask makes)"
+        )
 
 
 def _check_mask_shape(mask: torch.Tensor, B: int, H: int, T: int, S: int) -> None:

@@ -23,13 +23,19 @@ Time: each checkpointed layer runs its forward twice, so the price is at most on
 # 3. The cache warning is given once per layer class per `set_gradient_checkpointing(..., enable=True)` (kept in
 #    `CACHE_WARNINGS_GIVEN`), so re-running a notebook shows it again; transformers' `warning_once` is once per
 #    process.
+# 5. Keys of `gradient_checkpointing_kwargs` are checked against what `torch.utils.checkpoint.checkpoint` accepts
+#    (a ValueError naming the unknown key and the accepted ones). transformers passes them through, and under
+#    `use_reentrant=False` torch forwards an unknown key to the layer's forward, where GPT-2's `**kwargs` swallows
+#    it: `{"use_reentrantt": False}` then trains without a word.
 # 4. Our `__call__` calls `nn.Module.__call__` by name, not `super().__call__`: a class that mixes our layer with
 #    transformers' own (`class X(GradientCheckpointingLayer, GPT2Block)`) then checkpoints once, not twice.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -167,6 +173,30 @@ def is_checkpointable_layer(module: nn.Module) -> bool:
     )
 
 
+def _checkpoint_keywords() -> list[str]:
+    """The keyword arguments `torch.utils.checkpoint.checkpoint` takes: its keyword-only parameters, plus
+    `preserve_rng_state`, which it reads from `**kwargs` (documented in its docstring)."""
+    named = [
+        name
+        for name, p in inspect.signature(checkpoint).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    return sorted({*named, "preserve_rng_state"})
+
+
+def _check_checkpoint_kwargs(ckpt_kwargs: Mapping[str, Any]) -> None:
+    """Refuse keys `checkpoint` does not take (see NOTE [ Where we differ from transformers ], 5)."""
+    accepted = _checkpoint_keywords()
+    unknown = [key for key in ckpt_kwargs if key not in accepted]
+    if unknown:
+        hints = {key: difflib.get_close_matches(str(key), accepted, n=1) for key in unknown}
+        guess = "; ".join(f"{key!r}: did you mean {close[0]!r}?" for key, close in hints.items() if close)
+        raise ValueError(
+            f"gradient_checkpointing_kwargs has unknown key(s) {unknown} (got {dict(ckpt_kwargs)!r}); "
+            f"torch.utils.checkpoint.checkpoint accepts {accepted}" + (f". {guess}" if guess else "")
+        )
+
+
 def set_gradient_checkpointing(
     model: nn.Module,
     enable: bool = True,
@@ -189,6 +219,7 @@ def set_gradient_checkpointing(
         enable: False turns checkpointing off everywhere (the policy's state is dropped).
         gradient_checkpointing_kwargs: keyword arguments for `torch.utils.checkpoint.checkpoint`. `use_reentrant`
             defaults to False when absent (transformers: absent -> torch's reentrant fallback; see the NOTE above).
+            A key `checkpoint` does not take is a ValueError (transformers passes it on silently).
         every_n_layers: checkpoint layers 0, k, 2k, ... only (`layer_index % k == 0`, as in transformers 5.18+).
         policy: how the chosen layers are checkpointed, one of `checkpoint_policies.POLICIES`: "full" (whole layer),
             "sqrt" (segments of round(sqrt(L)) consecutive layers, Chen et al. 2016), "selective" (keep matmul and
@@ -221,6 +252,7 @@ def set_gradient_checkpointing(
             f"{type(gradient_checkpointing_kwargs).__name__}; expected a mapping of keyword arguments for "
             "torch.utils.checkpoint.checkpoint, e.g. {'use_reentrant': False}, or None"
         )
+    _check_checkpoint_kwargs(ckpt_kwargs)
     if checkpoint_target is not None and checkpoint_target not in CHECKPOINT_TARGETS:
         raise ValueError(
             f"checkpoint_target={checkpoint_target!r} must be one of {list(CHECKPOINT_TARGETS)} or None"

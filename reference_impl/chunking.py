@@ -237,9 +237,10 @@ def probe_chunking_safety(
         forward_fn: as for `apply_chunking_to_forward` (one parameter per input tensor).
         chunk_dim: the dimension to test, negative counting from the end.
         *input_tensors: example inputs, each with the same length `n` along `chunk_dim`; keep them small.
-        chunk_sizes: chunk sizes to try, each dividing `n`; default every divisor of `n` below `n`.
+        chunk_sizes: chunk sizes to try, each dividing `n` with 1 <= c < n (0, "no chunking", and n, one chunk,
+            would compare the function with itself and are refused); default every divisor of `n` below `n`.
         random_trials: extra trials on random inputs of the same shapes and dtypes.
-        atol, rtol: tolerances; default `torch.testing.assert_close`'s for the output dtype.
+        atol, rtol: tolerances >= 0; default `torch.testing.assert_close`'s for the output dtype.
         seed: seed of the generator that draws the random inputs (the caller's RNG is not touched).
 
     Returns:
@@ -252,8 +253,20 @@ def probe_chunking_safety(
         raise ValueError(
             f"chunk_sizes={chunk_sizes} leaves nothing to try for length {n}: pass sizes dividing {n}"
         )
+    # 0 means "no chunking" and n one chunk: both give the unchunked result and would certify anything as safe
+    bad = [c for c in sizes if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c < n or n % c]
+    if bad:
+        raise ValueError(
+            f"chunk_sizes={list(sizes)} has {bad}, which do not split length {n}; expected sizes c with "
+            f"1 <= c < {n} that divide {n} (divisors: {_divisors(n)[:-1]})"
+        )
     if random_trials < 0:
         raise ValueError(f"random_trials={random_trials} is negative: expected 0 or more")
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is not None and not tol >= 0:
+            raise ValueError(
+                f"{name}={tol} is negative; expected a tolerance >= 0, or None for the dtype's default"
+            )
 
     generator = torch.Generator().manual_seed(seed)
     trials = [tuple(input_tensors)]

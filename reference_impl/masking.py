@@ -18,8 +18,10 @@ The *builders* evaluate a mask function over query positions `q_offset + arange(
 return the format an attention function wants:
 
 - `sdpa_mask`: bool `(B, 1, T, S)`, True = attend, or **None** when the mask is plainly causal and SDPA's
-  `is_causal=True` can stand in for it (the attention function must then apply causality itself);
-- `eager_mask`: float `(B, 1, T, S)`, 0 where attending and `finfo(dtype).min` elsewhere, added to the scores.
+  `is_causal=True` can stand in for it (the attention function must then apply causality itself), or, when the
+  caller allows it for an encoder, when a bidirectional mask would attend everywhere (no padding, no window);
+- `eager_mask`: float `(B, 1, T, S)`, 0 where attending and `finfo(dtype).min` elsewhere, added to the scores;
+  None only in that bidirectional case.
 
 Differences from transformers, on purpose:
 - The builders always broadcast (transformers' default non-vmap path); `use_vmap`, `config`, `dtype` (sdpa) and
@@ -174,10 +176,11 @@ def sdpa_mask(
     attention_mask: torch.Tensor | None = None,
     local_size: int | None = None,
     allow_is_causal_skip: bool = True,
+    allow_is_bidirectional_skip: bool = False,
     device: torch.device | str = "cpu",
     **kwargs: Any,
 ) -> torch.Tensor | None:
-    """Boolean mask `(B, 1, T, S)`, True = attend, or None when SDPA's `is_causal` can replace it.
+    """Boolean mask `(B, 1, T, S)`, True = attend, or None when SDPA needs no mask (see "When None comes back").
 
     mask[b, 0, i, j] = mask_function(b, 0, q_offset + i, kv_offset + j) AND attention_mask[b, kv_offset + j]
 
@@ -191,17 +194,28 @@ def sdpa_mask(
         attention_mask: `(B, S')` 2-D padding mask (1/True = real token); padded with False up to
             `kv_offset + S` when shorter (empty static-cache slots are not attended).
         local_size: window or chunk size of local attention; such a mask is never skipped once `S >= local_size`.
-        allow_is_causal_skip: return None (the pure-causal case, see below) when allowed.
+        allow_is_causal_skip: return None in the pure-causal case below (default True).
+        allow_is_bidirectional_skip: return None in the all-attend case below (default False, as in transformers
+            5.22; its `create_bidirectional_mask` passes True for encoders).
 
-    The skip (5.x rule): no padding inside the keys looked at, the mask function is causal-like, and either
-    `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose only masked keys are after the queries.
-    Returning None is only safe when the caller passes `is_causal=True` to SDPA (or applies causality itself).
+    When None comes back (transformers 5.22's rules, eager and untraced; `mask_function` is not inspected, so
+    each skip is only right for the kind of mask the caller allows it for):
+      - causal skip, if `allow_is_causal_skip`: no padding inside the keys looked at, no window/chunk reaching
+        `S >= local_size`, and either `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose only
+        masked keys are after the queries. Safe only when the caller passes `is_causal=True` to SDPA (or applies
+        causality itself).
+      - bidirectional skip, if `allow_is_bidirectional_skip`: `attention_mask` is None or all True (over all
+        `kv_offset + S` positions, as transformers checks it) and `local_size` is None or `S < local_size`.
+        Safe only for an encoder (bidirectional) mask function: SDPA with no mask and `is_causal=False` attends
+        everywhere.
     """
     _check_sizes(batch_size=batch_size, q_length=q_length, kv_length=kv_length)
     padding_mask = _prepare_padding_mask(attention_mask, batch_size, kv_length, kv_offset)
     if allow_is_causal_skip and _can_skip_causal_mask(
         padding_mask, q_length, kv_length, q_offset, kv_offset, local_size
     ):
+        return None
+    if allow_is_bidirectional_skip and _can_skip_bidirectional_mask(padding_mask, kv_length, local_size):
         return None
     if padding_mask is not None:
         mask_function = and_masks(mask_function, padding_mask_function(padding_mask))
@@ -224,13 +238,17 @@ def eager_mask(
     mask_function: MaskFunction = causal_mask_function,
     attention_mask: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
+    allow_is_bidirectional_skip: bool = False,
     device: torch.device | str = "cpu",
     **kwargs: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """Additive mask `(B, 1, T, S)` in `dtype`: 0 where `sdpa_mask` is True, `finfo(dtype).min` where it is False.
 
-    Never None: eager attention has no `is_causal` switch, so the pattern is always materialised. `min` rather than
-    `-inf` keeps a row whose keys are all masked (a left-padding query) finite: softmax makes it uniform, not NaN.
+    A causal pattern is always materialised: eager attention has no `is_causal` switch (`allow_is_causal_skip` is
+    ignored). None comes back only with `allow_is_bidirectional_skip=True` when the mask would be all zeros (no
+    padding over the `kv_offset + S` positions, no window reaching `S`): adding nothing is the same, as in
+    transformers 5.22. `min` rather than `-inf` keeps a row whose keys are all masked (a left-padding query)
+    finite: softmax makes it uniform, not NaN.
     """
     kwargs.pop("allow_is_causal_skip", None)
     mask = sdpa_mask(
@@ -242,10 +260,12 @@ def eager_mask(
         mask_function,
         attention_mask,
         allow_is_causal_skip=False,
+        allow_is_bidirectional_skip=allow_is_bidirectional_skip,
         device=device,
         **kwargs,
     )
-    assert mask is not None  # allow_is_causal_skip=False always materialises
+    if mask is None:  # only the bidirectional skip: nothing to add to the scores
+        return None
     return torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
 
 
@@ -293,6 +313,15 @@ def _can_skip_causal_mask(
     )
 
 
+def _can_skip_bidirectional_mask(
+    padding_mask: torch.Tensor | None, kv_length: int, local_size: int | None
+) -> bool:
+    """transformers 5.22's `_ignore_bidirectional_mask_sdpa` for an eager (not traced) call off XPU."""
+    if local_size is not None and kv_length >= local_size:
+        return False
+    return padding_mask is None or bool(padding_mask.all())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,8 +329,8 @@ class AttentionMaskInterface(GeneralInterface):
     """Registry of mask builders by attention implementation name; a model looks up the one its attention uses.
 
     A builder is called with keywords only: `(batch_size=, q_length=, kv_length=, q_offset=, kv_offset=,
-    mask_function=, attention_mask=, allow_is_causal_skip=, dtype=, config=, use_vmap=, device=)` (5.x), so it
-    must take `**kwargs`. An attention function registered without a builder under the same name gets
+    mask_function=, attention_mask=, allow_is_causal_skip=, dtype=, config=, use_vmap=, device=)` (5.x), plus
+    `allow_is_bidirectional_skip=` from `create_bidirectional_mask`, so it must take `**kwargs`. An attention function registered without a builder under the same name gets
     `attention_mask=None` in transformers: causality (and padding) silently lost.
     """
 

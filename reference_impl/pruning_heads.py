@@ -135,18 +135,26 @@ def _config_pruned_heads(config: Any) -> dict[int, list[int]]:
     return {int(layer): sorted(int(h) for h in heads) for layer, heads in recorded.items()}
 
 
+def _check_layer(layer: object, n_layers: int) -> None:
+    """The one rule for a layer number in `prune_heads`, `mask_heads` and `gate_heads`: an int in [0, L).
+
+    Negative numbers are refused, not counted from the end: `{-1: [0]}` is far more often a bug than a wish.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer {layer!r} must be an integer layer number")
+    if not 0 <= layer < n_layers:
+        raise IndexError(
+            f"layer {layer} does not exist: the model has {n_layers} layers (0 ... {n_layers - 1})"
+        )
+
+
 def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
     """Check every layer and head before anything is changed, so a bad request leaves the model as it was."""
     modules = attention_modules(model)
     n_original = model.config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layer {layer!r} must be an integer layer number")
-        if not 0 <= layer < len(modules):
-            raise IndexError(
-                f"layer {layer} does not exist: the model has {len(modules)} layers (0 ... {len(modules) - 1})"
-            )
+        _check_layer(layer, len(modules))
         heads = list(heads)
         for head in heads:
             if isinstance(head, bool) or not isinstance(head, int):

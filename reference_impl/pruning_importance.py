@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reference_impl.pruning_heads import _heads_and_size, attention_modules, output_projection
+from reference_impl.pruning_heads import _check_layer, _heads_and_size, attention_modules, output_projection
 
 __all__ = ["gate_heads", "head_importance", "mask_heads", "select_heads_to_prune"]
 
@@ -61,8 +61,13 @@ def gate_heads(model: nn.Module, gates: Mapping[int, torch.Tensor]) -> Iterator[
     units by `gates[layer][h]`. A gate of 1 leaves the model bitwise unchanged; 0 removes the head's
     contribution; a gate that requires grad collects ∂L/∂ξ. Layers not in `gates` are untouched. The hooks are
     removed on exit, even after an error.
+
+    Layer numbers follow `prune_heads`' and `mask_heads`' rule: an int from 0 to L − 1 (IndexError otherwise,
+    negative numbers included; TypeError for a non-int).
     """
     modules = attention_modules(model)
+    for layer in gates:  # before any hook is added
+        _check_layer(layer, len(modules))
     handles = []
     try:
         for layer, gate in gates.items():
@@ -90,8 +95,7 @@ def mask_heads(model: nn.Module, heads_to_mask: Mapping[int, Iterable[int]]) -> 
     n_original = model.config.num_attention_heads
     gates = {}
     for layer, heads in heads_to_mask.items():
-        if not 0 <= layer < len(modules):
-            raise IndexError(f"layer {layer} does not exist: the model has {len(modules)} layers")
+        _check_layer(layer, len(modules))
         positions = _positions(modules[layer], n_original)
         gate = torch.ones(len(positions), device=output_projection(modules[layer]).weight.device)
         for head in heads:

@@ -15,10 +15,12 @@ layout), not 2i with 2i + 1 (the interleaved GPT-J / original Meta layout):
 with cos/sin of shape (B, T, d), each frequency appearing twice (`cat(freqs, freqs)`).
 
 # NOTE [ Where the run-time state lives ]
-# transformers keeps the decorator's state as attributes named with f-strings (`max_seq_len_cached`,
-# `{layer_type}_original_inv_freq`, `long_inv_freq`, ...). Here the decisions live in one dataclass,
-# `RotaryEmbedding.rope_state` (print it), and the frequency tensors they choose between are the module's buffers
-# `inv_freq` (live), `original_inv_freq` and, for LongRoPE, `long_inv_freq`, so `.to(device)` moves them all.
+# `dynamic_rope_update` must decorate transformers' own rotary modules too (a drop-in promise), so it reads and
+# writes the attributes they have, under their names: `rope_type` (a dict keyed by layer type in Gemma 3),
+# `inv_freq`, `original_inv_freq`, `max_seq_len_cached`, `original_max_seq_len`, `attention_scaling`, `config`,
+# and, for the layer type passed as `forward(x, position_ids, layer_type)`, the same names prefixed with
+# `"{layer_type}_"`. `RotaryEmbedding.rope_state` is a printable snapshot of those attributes (a `RopeState`)
+# plus the last decision, so the state still reads in one place; the decorator does not need it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class RopeState:
-    """What `dynamic_rope_update` decides from, and what it did last. One per `RotaryEmbedding`.
+    """A snapshot of what `dynamic_rope_update` decides from, and what it did last (`RotaryEmbedding.rope_state`).
 
     Attributes:
         rope_type: the config's rope type; only "dynamic" (any type containing it) and "longrope" ever change.
@@ -76,35 +78,60 @@ class RopeState:
     last_update: str = "init"
 
 
-def _dynamic_update(module: RotaryEmbedding, seq_len: torch.Tensor, device: torch.device) -> None:
+def _config_layer_type(module: nn.Module, layer_type: str | None) -> str | None:
+    """Which entry of a per-layer-type config to read: the call's layer type, else the one the module was built for."""
+    return layer_type if layer_type is not None else getattr(module, "layer_type", None)
+
+
+def _dynamic_update(
+    module: nn.Module, seq_len: torch.Tensor, device: torch.device, layer_type: str | None = None
+) -> str:
     """Dynamic NTK: grow past the cached length, keep in between, reset to the original base below L_max."""
-    state = module.rope_state
-    state.last_update = "keep"
-    if seq_len > state.max_seq_len_cached:  # growth: recompute the base for this longer length
-        init_fn = get_rope_init_function(module.rope_type)
-        inv_freq, state.attention_scaling = init_fn(
-            module.config, device, seq_len=seq_len, layer_type=module.layer_type
+    prefix = "" if layer_type is None else f"{layer_type}_"  # transformers' per-layer-type attribute names
+    rope_type = module.rope_type if layer_type is None else module.rope_type[layer_type]
+    cached = getattr(module, f"{prefix}max_seq_len_cached", module.max_seq_len_cached)
+    if seq_len > cached:  # growth: recompute the base for this longer length
+        init_fn = get_rope_init_function(rope_type)
+        inv_freq, attention_scaling = init_fn(
+            module.config, device, seq_len=seq_len, layer_type=_config_layer_type(module, layer_type)
         )
-        module.register_buffer("inv_freq", inv_freq, persistent=False)
-        state.max_seq_len_cached, state.last_update = int(seq_len), "grow"
-    elif (
-        seq_len < state.original_max_seq_len < state.max_seq_len_cached
-    ):  # reset: short inputs get plain RoPE back
-        module.register_buffer("inv_freq", module.original_inv_freq.to(device), persistent=False)
-        state.max_seq_len_cached, state.last_update = state.original_max_seq_len, "reset"
+        module.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
+        setattr(module, f"{prefix}attention_scaling", attention_scaling)
+        setattr(module, f"{prefix}max_seq_len_cached", int(seq_len))
+        return "grow"
+    if seq_len < module.original_max_seq_len < cached:  # reset: short inputs get plain RoPE back
+        # .to(device): the buffer followed a `model.to(...)`, a plain-attribute copy would not have
+        original_inv_freq = getattr(module, f"{prefix}original_inv_freq").to(device)
+        module.register_buffer(f"{prefix}inv_freq", original_inv_freq, persistent=False)
+        setattr(module, f"{prefix}original_inv_freq", original_inv_freq)
+        setattr(module, f"{prefix}max_seq_len_cached", module.original_max_seq_len)
+        return "reset"
+    return "keep"
 
 
-def _longrope_update(module: RotaryEmbedding, seq_len: torch.Tensor, device: torch.device) -> None:
+def _longrope_update(
+    module: nn.Module, seq_len: torch.Tensor, device: torch.device, layer_type: str | None = None
+) -> str:
     """LongRoPE: the long factors above L0, the short ones otherwise (the attention factor never changes)."""
-    state = module.rope_state
-    use_long = bool(seq_len > state.original_max_position_embeddings)
-    chosen = module.long_inv_freq if use_long else module.original_inv_freq
-    module.register_buffer("inv_freq", chosen.to(device), persistent=False)
-    state.last_update = "long" if use_long else "short"
+    prefix = "" if layer_type is None else f"{layer_type}_"
+    config_layer_type = _config_layer_type(module, layer_type)
+    L0 = read_rope_config(module.config, config_layer_type).original_max_position_embeddings
+    long_inv_freq = getattr(module, f"{prefix}long_inv_freq", None)
+    if long_inv_freq is None:  # computed once, on first use, as transformers does
+        long_inv_freq, _ = get_rope_init_function("longrope")(
+            module.config, device, seq_len=L0 + 1, layer_type=config_layer_type
+        )
+    long_inv_freq = long_inv_freq.to(device)
+    original_inv_freq = getattr(module, f"{prefix}original_inv_freq").to(device)
+    setattr(module, f"{prefix}long_inv_freq", long_inv_freq)
+    use_long = seq_len > L0  # a 0-d bool tensor: one set for all positions
+    inv_freq = torch.where(use_long, long_inv_freq, original_inv_freq)
+    module.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
+    return "long" if use_long else "short"
 
 
 def dynamic_rope_update(rope_forward: F) -> F:
-    """Decorate `forward(self, x, position_ids)` of a rotary module so its frequencies follow the input length.
+    """Decorate `forward(self, x, position_ids[, layer_type])` of a rotary module so its frequencies follow the input.
 
     Before each call, with seq_len = max(position_ids) + 1:
       - "dynamic" types: if seq_len > max_seq_len_cached, recompute `inv_freq` for seq_len (grow); else if
@@ -113,18 +140,29 @@ def dynamic_rope_update(rope_forward: F) -> F:
         were rotated with (transformers issue #25104), exactly as in transformers.
       - "longrope": `long_inv_freq` if seq_len > L0, else the short `original_inv_freq`.
       - any other type: nothing.
-    The module's `rope_state` (a `RopeState`) records the decision.
+
+    Works on any module written the transformers way (see NOTE [ Where the run-time state lives ]): ours,
+    `LlamaRotaryEmbedding`, and per-layer-type modules such as Gemma 3's, whose forward takes `layer_type` and
+    keeps `{layer_type}_inv_freq` etc. Differences from transformers' decorator, on purpose: `max_seq_len_cached`
+    is stored as a Python int (theirs, the 0-d `seq_len` tensor), and a per-layer-type growth sets
+    `{layer_type}_attention_scaling` (theirs sets the shared `attention_scaling`, which their forward never reads
+    there). A `RotaryEmbedding` also records the decision in `last_update` (see its `rope_state`).
     """
 
     @functools.wraps(rope_forward)
-    def wrapper(self: RotaryEmbedding, x: torch.Tensor, position_ids: torch.Tensor) -> Any:
-        if "dynamic" in self.rope_type or self.rope_type == "longrope":
-            seq_len = torch.max(position_ids) + 1
-            if "dynamic" in self.rope_type:
-                _dynamic_update(self, seq_len, device=x.device)
-            else:
-                _longrope_update(self, seq_len, device=x.device)
-        return rope_forward(self, x, position_ids)
+    def wrapper(
+        self: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None
+    ) -> Any:
+        rope_type = self.rope_type if layer_type is None else self.rope_type[layer_type]
+        kwargs = {} if layer_type is None else {"layer_type": layer_type}
+        decision = None
+        if "dynamic" in rope_type:
+            decision = _dynamic_update(self, torch.max(position_ids) + 1, x.device, layer_type)
+        elif rope_type == "longrope":
+            decision = _longrope_update(self, torch.max(position_ids) + 1, x.device, layer_type)
+        if decision is not None and isinstance(self, RotaryEmbedding):
+            self.last_update = decision
+        return rope_forward(self, x, position_ids, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -167,18 +205,24 @@ class RotaryEmbedding(nn.Module):
                 config, device, seq_len=rc.original_max_position_embeddings + 1, layer_type=layer_type
             )
             self.register_buffer("long_inv_freq", long_inv_freq, persistent=False)
-        self.rope_state = RopeState(
-            rope_type=rc.rope_type,
-            original_max_seq_len=rc.max_position_embeddings,
-            max_seq_len_cached=rc.max_position_embeddings,
-            original_max_position_embeddings=rc.original_max_position_embeddings,
-            attention_scaling=float(attention_scaling),
-        )
+        # transformers' attribute names, which `dynamic_rope_update` reads and writes
+        self.attention_scaling = float(attention_scaling)
+        self.max_seq_len_cached = rc.max_position_embeddings
+        self.original_max_seq_len = rc.max_position_embeddings
+        self.original_max_position_embeddings = rc.original_max_position_embeddings
+        self.last_update = "init"
 
     @property
-    def attention_scaling(self) -> float:
-        """The factor cos and sin are multiplied by (transformers' attribute of the same name)."""
-        return self.rope_state.attention_scaling
+    def rope_state(self) -> RopeState:
+        """A snapshot of the run-time state and the last decision, in one printable place."""
+        return RopeState(
+            rope_type=self.rope_type,
+            original_max_seq_len=self.original_max_seq_len,
+            max_seq_len_cached=self.max_seq_len_cached,
+            original_max_position_embeddings=self.original_max_position_embeddings,
+            attention_scaling=float(self.attention_scaling),
+            last_update=self.last_update,
+        )
 
     @torch.no_grad()
     @dynamic_rope_update
@@ -220,7 +264,10 @@ def apply_rotary_pos_emb(
         unsqueeze_dim: where to insert the heads axis into cos and sin so they broadcast against q and k.
 
     Returns:
-        (q_embed, k_embed), same shapes and dtypes as q and k.
+        (q_embed, k_embed), same shapes as q and k. Their dtype follows torch's type promotion of q (or k) with
+        cos and sin, exactly as in transformers: `RotaryEmbedding` returns cos and sin in `x.dtype`, so float16 or
+        bfloat16 q and k stay in their dtype there, but float16/bfloat16 q and k with float32 cos and sin come
+        back in float32 (no cast back is made, here or in transformers).
 
     When d < D (partial_rotary_factor < 1) the last D − d dims pass through unrotated, as in transformers'
     Phi-3 / GPT-NeoX versions; Llama's version requires d == D.

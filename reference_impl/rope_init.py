@@ -38,6 +38,10 @@ bitwise equal to theirs.
 # expected. An odd rotary dim raises ValueError in both (transformers lets head_dim <= 4 through for its test
 # fixtures, and rounds an odd *partial* rotary dim up; we refuse both: RoPE rotates pairs).
 # Unknown rope types and missing keys raise KeyError, as transformers' registry lookup and key check do.
+# The same goes for Llama 3's `low_freq_factor >= high_freq_factor` and YaRN's `beta_fast <= beta_slow` (transformers
+# warns, then computes a reversed or empty band), for `rope_theta <= 0`, `partial_rotary_factor` outside (0, 1], and
+# for a config whose `rope_parameters` and `rope_scaling` / top-level `rope_theta` disagree (see `_rope_dict`).
+# A 0 is a value, never "absent": no `a or b or default` chains, so `rope_theta=0` is refused, not replaced by 10000.
 """
 
 from __future__ import annotations
@@ -109,18 +113,60 @@ def _get(config: Any, name: str) -> Any:
     return getattr(config, name, None)
 
 
+def _first_present(*values: Any) -> Any:
+    """The first value that is not None: 0 and 0.0 are values here, not "absent" (no `a or b or default`)."""
+    return next((v for v in values if v is not None), None)
+
+
+def _rope_dict(config: Any) -> tuple[Mapping[str, Any], str]:
+    """The rope dict and its name: `rope_parameters` (5.x), else `rope_scaling` (4.x, None when unscaled).
+
+    A config carrying both, with `rope_scaling` saying something `rope_parameters` does not, is refused: which one
+    wins differs between readers (transformers 5.22 lets `rope_scaling` replace `rope_parameters` when both are
+    passed), so any choice would be silently wrong for someone. transformers 5.x config objects expose
+    `rope_scaling` as the very same dict, which agrees.
+    """
+    params, scaling = _get(config, "rope_parameters"), _get(config, "rope_scaling")
+    if not params:
+        return scaling or {}, "rope_scaling"
+    if scaling is not None and scaling is not params:
+        norm = {("rope_type" if k == "type" else k): v for k, v in params.items()}
+        differ = {
+            k: v
+            for k, v in scaling.items()
+            if ("rope_type" if k == "type" else k) not in norm or norm["rope_type" if k == "type" else k] != v
+        }
+        if differ:
+            raise ValueError(
+                f"config has both rope_parameters={dict(params)} and rope_scaling={dict(scaling)}, which disagree "
+                f"on {differ}; expected one of the two (rope_parameters in transformers 5.x, rope_scaling with a "
+                "top-level rope_theta in 4.x), or both saying the same"
+            )
+    return params, "rope_parameters"
+
+
+def _agreeing(config: Any, params: Mapping[str, Any], source: str, name: str) -> Any:
+    """`params[name]` or the top-level `config.name`; refused when both are given and differ."""
+    inner, top = params.get(name), _get(config, name)
+    if inner is not None and top is not None and inner != top:
+        raise ValueError(
+            f"{source}[{name!r}]={inner!r} disagrees with the top-level {name}={top!r}; expected one of the two, "
+            "or both equal"
+        )
+    return _first_present(inner, top)
+
+
 def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
     """Resolve a transformers 5.x or 4.x config object, or a plain dict, into a validated `RopeConfig`.
 
     Raises:
         KeyError: unknown rope type; a key the type requires is missing; no way to find head_dim or L_max.
-        ValueError: odd rotary dim; a factor below 1; LongRoPE lists whose length is not d/2.
+        ValueError: `rope_parameters` and `rope_scaling` / top-level `rope_theta`, `partial_rotary_factor` or
+            `original_max_position_embeddings` that disagree; rope_theta <= 0; partial_rotary_factor outside
+            (0, 1]; head_dim <= 0; odd rotary dim; a factor below 1; LongRoPE lists whose length is not d/2;
+            Llama 3 low_freq_factor >= high_freq_factor; YaRN beta_fast <= beta_slow.
     """
-    params = _get(config, "rope_parameters")
-    source = "rope_parameters"
-    if not params:
-        # transformers 4.x: the scaling dict (None when unscaled) and rope_theta at top level
-        params, source = _get(config, "rope_scaling") or {}, "rope_scaling"
+    params, source = _rope_dict(config)
     if layer_type is not None:
         if layer_type not in params:
             raise KeyError(f"layer_type={layer_type!r} is not a key of {source}; keys: {sorted(params)}")
@@ -133,11 +179,20 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
         raise KeyError(
             f"{source}['rope_type']={rope_type!r} is not a known rope type; known: {sorted(ROPE_INIT_FUNCTIONS)}"
         )
-    base = params.get("rope_theta") or _get(config, "rope_theta") or DEFAULT_ROPE_THETA
-    partial = params.get("partial_rotary_factor") or _get(config, "partial_rotary_factor") or 1.0
+    base = _first_present(_agreeing(config, params, source, "rope_theta"), DEFAULT_ROPE_THETA)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
+        raise ValueError(
+            f"rope_theta={base!r} (from {source} or the config); expected a base > 0, e.g. 10000.0"
+        )
+    partial = _first_present(_agreeing(config, params, source, "partial_rotary_factor"), 1.0)
+    if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+        raise ValueError(
+            f"partial_rotary_factor={partial!r}; expected 0 < partial_rotary_factor <= 1, the share of each head's "
+            "dims that is rotated (1 = all)"
+        )
 
     head_dim = _get(config, "head_dim")
-    if not head_dim:
+    if head_dim is None:
         hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
         if not (hidden and heads):
             raise KeyError(
@@ -145,29 +200,31 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
                 "expected one of the two to size the rotary embedding"
             )
         head_dim = hidden // heads
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
+        raise ValueError(f"head_dim={head_dim!r}; expected a positive int, each head's size")
     dim = int(head_dim * partial)
-    if dim % 2:
+    if dim % 2 or dim == 0:
         raise ValueError(
-            f"rotary dim = int(head_dim={head_dim} * partial_rotary_factor={partial}) = {dim} is odd; expected an "
-            "even number, because RoPE rotates pairs of dimensions"
+            f"rotary dim = int(head_dim={head_dim} * partial_rotary_factor={partial}) = {dim} is "
+            f"{'odd; expected an even number' if dim % 2 else 'zero; expected a positive even number'}, because "
+            "RoPE rotates pairs of dimensions"
         )
     max_pos = _get(config, "max_position_embeddings")
     if max_pos is None:
         raise KeyError(
             "config has no 'max_position_embeddings'; expected the model's context length (an int)"
         )
-    original = (
-        _get(config, "original_max_position_embeddings")
-        or params.get("original_max_position_embeddings")
-        or max_pos
-    )
+    original = _first_present(_agreeing(config, params, source, "original_max_position_embeddings"), max_pos)
     rc = RopeConfig(rope_type, float(base), int(head_dim), dim, int(max_pos), int(original), params, source)
     _validate(rc)
     return rc
 
 
 def _validate(rc: RopeConfig) -> None:
-    """Required keys present, factor >= 1, LongRoPE lists of length d/2 (see NOTE [ Where we raise ])."""
+    """Required keys present, factor >= 1, ordered Llama 3 / YaRN bands, LongRoPE lists of length d/2.
+
+    See NOTE [ Where we raise and transformers only warns ].
+    """
     for name in REQUIRED_KEYS.get(rc.rope_type, ()):
         if name not in rc.params:
             raise KeyError(
@@ -179,6 +236,22 @@ def _validate(rc: RopeConfig) -> None:
             f"{rc.key('factor')}={factor} is below 1; expected factor >= 1, the ratio of the new context to the "
             f"original one (e.g. 8 to stretch 8k positions to 64k, not 1/8). transformers only warns here."
         )
+    if rc.rope_type == "llama3":
+        low, high = rc.params["low_freq_factor"], rc.params["high_freq_factor"]
+        if not low < high:
+            raise ValueError(
+                f"{rc.key('low_freq_factor')}={low} >= {rc.key('high_freq_factor')}={high}; expected "
+                "low_freq_factor < high_freq_factor (the blend band between them would be empty or reversed). "
+                "transformers only warns here."
+            )
+    if rc.rope_type == "yarn":
+        beta_fast, beta_slow = _yarn_betas(rc)
+        if not beta_fast > beta_slow:
+            raise ValueError(
+                f"{rc.key('beta_fast')}={beta_fast} <= {rc.key('beta_slow')}={beta_slow}; expected beta_fast > "
+                "beta_slow (defaults 32 and 1): pairs turning more than beta_fast times are kept, fewer than "
+                "beta_slow times interpolated. transformers only warns here."
+            )
     if rc.rope_type == "longrope":
         for name in ("short_factor", "long_factor"):
             n = len(rc.params[name])
@@ -260,6 +333,11 @@ def _yarn_mscale(s: float, mscale: float = 1.0) -> float:
     return 0.1 * mscale * math.log(s) + 1.0
 
 
+def _yarn_betas(rc: RopeConfig) -> tuple[float, float]:
+    """(beta_fast, beta_slow), 32 and 1 when absent (None); a given 0 is a value, refused by `_validate`."""
+    return _first_present(rc.params.get("beta_fast"), 32), _first_present(rc.params.get("beta_slow"), 1)
+
+
 def yarn_correction_range(rc: RopeConfig) -> tuple[float, float]:
     r"""The pair indices where YaRN's ramp starts and ends: `(low, high)`.
 
@@ -269,8 +347,7 @@ def yarn_correction_range(rc: RopeConfig) -> tuple[float, float]:
     while the ramp runs over d/2 pairs: a quirk inherited from the YaRN reference code, kept for equality.
     """
     b, d, L0 = rc.base, rc.dim, rc.original_max_position_embeddings
-    beta_fast = rc.params.get("beta_fast") or 32
-    beta_slow = rc.params.get("beta_slow") or 1
+    beta_fast, beta_slow = _yarn_betas(rc)
 
     def pair_index(rotations: float) -> float:
         return (d * math.log(L0 / (rotations * 2 * math.pi))) / (2 * math.log(b))

@@ -137,10 +137,35 @@ def test_a_mask_of_the_wrong_batch_or_length_is_refused(shape: tuple[int, ...]) 
         eager_attention_forward(module(), q, k, v, torch.zeros(shape), scaling=0.5)
 
 
-def test_key_heads_that_do_not_divide_query_heads_are_refused() -> None:
-    q, k, v = qkv(H=4, H_kv=3)
-    with pytest.raises(ValueError, match="query has 4 heads and key 3; the key/value heads must divide"):
-        eager_attention_forward(module(), q, k, v, None, scaling=0.5)
+@pytest.mark.parametrize("fn", [eager_attention_forward, sdpa_attention_forward], ids=["eager", "sdpa"])
+@pytest.mark.parametrize(("H", "H_kv", "H_v"), [(4, 3, 3), (8, 3, 3), (4, 2, 1)], ids=["4/3", "8/3", "k2-v1"])
+def test_key_heads_that_do_not_divide_query_heads_get_one_error_from_every_function(fn, H, H_kv, H_v) -> None:
+    q, k, _ = qkv(H=H, H_kv=H_kv)
+    v = k[:, :H_v]
+    with pytest.raises(
+        ValueError,
+        match=rf"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the same "
+        r"number of heads, dividing H",
+    ):
+        fn(module(), q, k, v, None, scaling=0.5)
+
+
+@pytest.mark.parametrize("fn", [eager_attention_forward, sdpa_attention_forward], ids=["eager", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_an_integer_keep_mask_is_refused_saying_which_masks_are_expected(fn, dtype) -> None:
+    q, k, v = qkv()
+    keep = torch.ones(
+        2, 1, 5, 5, dtype=dtype
+    ).tril()  # 0/1: eager would add it to the scores, masking nothing
+    with pytest.raises(
+        ValueError,
+        match=rf"attention_mask has dtype {dtype}; expected a boolean keep-mask \(True = attend.*`mask.bool\(\)`"
+        r".*or an additive float mask \(0 = attend",
+    ):
+        fn(module(), q, k, v, keep, scaling=0.5)
+    # the two masks it names give the causal result
+    as_bool = fn(module(), q, k, v, keep.bool(), scaling=0.5)[0]
+    torch.testing.assert_close(as_bool, fn(module(), q, k, v, eager_mask(2, 5, 5), scaling=0.5)[0])
 
 
 def transposed_attention(

@@ -645,3 +645,60 @@ def test_transformers_without_use_reentrant_falls_back_to_reentrant_with_a_warni
     ids = torch.randint(0, 64, (1, 6))
     with pytest.warns(UserWarning, match="use_reentrant parameter should be passed explicitly"):
         model(input_ids=ids, labels=ids, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"use_reentrantt": False},
+            r"unknown key\(s\) \['use_reentrantt'\].*'use_reentrantt': did you mean 'use_reentrant'\?",
+        ),
+        ({"preserve_rng": True}, r"\['preserve_rng'\].*accepts \[.*'preserve_rng_state'.*\]"),
+        ({"use_reentrant": False, "offload": True}, r"\['offload'\].*accepts \['context_fn', 'debug'"),
+    ],
+    ids=["typo", "truncated", "trainer-only-key"],
+)
+def test_unknown_checkpoint_kwargs_are_refused_before_anything_changes(kwargs, match) -> None:
+    model = gated_stack(2)
+    with pytest.raises(ValueError, match=match):
+        set_gradient_checkpointing(model, True, kwargs)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_every_key_torch_documents_is_accepted() -> None:
+    model = gated_stack(2)
+    kwargs = {
+        "use_reentrant": False,
+        "preserve_rng_state": False,
+        "determinism_check": "none",
+        "debug": False,
+    }
+    assert set_gradient_checkpointing(model, True, {**kwargs, "early_stop": True}) == [True, True]
+
+
+@pytest.mark.oracle
+def test_transformers_trains_silently_with_a_misspelled_key_beside_use_reentrant_and_we_refuse_it() -> None:
+    labels, embeds = torch.randint(0, 64, (2, 10)), torch.randn(2, 10, 32)
+    kwargs = {"use_reentrant": False, "preserve_rng": False}
+    model = tiny_model("gpt2")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    # non-reentrant torch hands the unknown key to GPT2Block.forward, whose **kwargs swallows it: no word said
+    loss, grads = model_loss_and_grads(model, embeds, labels)
+    assert torch.isfinite(loss) and grads["transformer.h.0.attn.c_attn.weight"] is not None
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['preserve_rng'\].*'preserve_rng_state'"):
+        set_gradient_checkpointing(tiny_model("gpt2"), True, kwargs)
+
+
+@pytest.mark.oracle
+def test_a_lone_misspelled_key_fails_at_the_first_step_in_transformers_and_at_set_time_here() -> None:
+    model = tiny_model("gpt2")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrantt": False})
+    # without use_reentrant torch falls back to reentrant, which refuses extra keys, but only in the forward
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match="Unexpected keyword arguments: use_reentrantt"),
+    ):
+        model_loss_and_grads(model, torch.randn(2, 10, 32), torch.randint(0, 64, (2, 10)))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['use_reentrantt'\]"):
+        set_gradient_checkpointing(tiny_model("gpt2"), True, {"use_reentrantt": False})

@@ -441,7 +441,9 @@ def test_chunk_dim_is_not_read_when_not_chunking_as_in_transformers() -> None:
 def test_probe_bad_input() -> None:
     with pytest.raises(ValueError, match=r"random_trials=-1 is negative"):
         probe_chunking_safety(identity, 1, torch.zeros(1, 4), random_trials=-1)
-    with pytest.raises(ValueError, match=r"chunk_size=3 must divide"):
+    with pytest.raises(
+        ValueError, match=r"has \[3\], which do not split length 4; expected sizes c with 1 <= c < 4"
+    ):
         probe_chunking_safety(identity, 1, torch.zeros(1, 4), chunk_sizes=[3])
     with pytest.raises(AssertionError, match=r"input_tensors=\(\) is empty"):
         probe_chunking_safety(identity, 1)
@@ -451,3 +453,27 @@ def test_transformers_version_is_one_we_support() -> None:
     assert TRANSFORMERS >= Version("4.57"), (
         f"transformers {TRANSFORMERS} is older than the oldest line we test (4.57)"
     )
+
+
+def softmax_over_t(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=1)
+
+
+@pytest.mark.parametrize(
+    "sizes", [[0], [4], [2, 4], [-2], [2.0], [True]], ids=["0", "n", "2-and-n", "-2", "2.0", "True"]
+)
+def test_probe_refuses_chunk_sizes_that_do_not_split_the_dimension(sizes) -> None:
+    x = torch.randn(1, 4, 3)
+    # sizes 0 ("no chunking") and n (one chunk) would compare softmax over T with itself and call it safe
+    assert not probe_chunking_safety(softmax_over_t, 1, x, chunk_sizes=[2])
+    with pytest.raises(
+        ValueError, match=r"do not split length 4; expected sizes c with 1 <= c < 4 that divide 4 "
+    ):
+        probe_chunking_safety(softmax_over_t, 1, x, chunk_sizes=sizes)
+
+
+@pytest.mark.parametrize("name", ["atol", "rtol"])
+def test_probe_refuses_a_negative_tolerance(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name}=-1e-05 is negative; expected a tolerance >= 0"):
+        probe_chunking_safety(identity, 1, torch.zeros(1, 4), **{name: -1e-5})
+    assert probe_chunking_safety(identity, 1, torch.zeros(1, 4), **{name: 0.0})

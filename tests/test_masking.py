@@ -416,3 +416,102 @@ def test_version_guard_empty_cache_prefill_skip_is_new_in_5() -> None:
         f"transformers {transformers.__version__}: the empty-cache prefill skip is "
         f"{'gone' if expected else 'present'}; update masking._can_skip_causal_mask and this guard"
     )
+
+
+# ---- the bidirectional (encoder) skip: None where transformers 5.22 returns None ----
+def bidirectional_mask_function(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    """Every query attends to every key (an encoder), as transformers' `bidirectional_mask_function`."""
+    return q_idx >= 0
+
+
+# (T, S, kv_offset, padding of row 1 as (start, stop) or None, local_size)
+BIDIRECTIONAL_CASES = [
+    (5, 5, 0, None, None),  # no padding: skipped
+    (5, 5, 0, (0, 0), None),  # an all-ones padding mask: skipped
+    (5, 5, 0, (0, 2), None),  # left padding: drawn
+    (5, 5, 0, (3, 5), None),  # right padding: drawn
+    (3, 5, 6, (0, 3), None),  # padding before the keys looked at still counts, as in transformers: drawn
+    (5, 5, 0, None, 8),  # a window longer than the keys: skipped
+    (5, 5, 0, None, 5),  # a window the keys reach: drawn
+]
+
+
+def _bidirectional_padding(S: int, kv_offset: int, rows: tuple[int, int] | None) -> torch.Tensor | None:
+    if rows is None:
+        return None
+    mask = torch.ones(2, S + kv_offset, dtype=torch.bool)
+    mask[1, rows[0] : rows[1]] = False
+    return mask
+
+
+@pytest.mark.parametrize("T,S,kv_off,rows,local_size", BIDIRECTIONAL_CASES)
+def test_bidirectional_skip_returns_none_only_when_every_key_is_attended(
+    T: int, S: int, kv_off: int, rows: tuple[int, int] | None, local_size: int | None
+) -> None:
+    padding = _bidirectional_padding(S, kv_off, rows)
+    common = dict(kv_offset=kv_off, mask_function=bidirectional_mask_function, local_size=local_size)
+    skipped = (padding is None or bool(padding.all())) and (local_size is None or S < local_size)
+    sdpa = sdpa_mask(2, T, S, attention_mask=padding, allow_is_bidirectional_skip=True, **common)
+    eager = eager_mask(2, T, S, attention_mask=padding, allow_is_bidirectional_skip=True, **common)
+    assert (sdpa is None) == (eager is None) == skipped
+    drawn = sdpa_mask(2, T, S, attention_mask=padding, allow_is_causal_skip=False, **common)
+    if skipped:  # None stands for "attend everywhere": the drawn mask must be all True
+        assert bool(drawn.all())
+    else:
+        assert torch.equal(sdpa, drawn) and torch.equal(eager == 0, drawn)
+    # off by default, as in transformers: the mask is drawn
+    assert sdpa_mask(2, T, S, attention_mask=padding, allow_is_causal_skip=False, **common) is not None
+    assert eager_mask(2, T, S, attention_mask=padding, **common) is not None
+
+
+def test_builder_docstrings_say_when_none_comes_back() -> None:
+    sdpa_doc, eager_doc = (" ".join(fn.__doc__.split()) for fn in (sdpa_mask, eager_mask))
+    assert (
+        "When None comes back" in sdpa_doc
+        and "bidirectional skip, if `allow_is_bidirectional_skip`" in sdpa_doc
+    )
+    assert "None comes back only with `allow_is_bidirectional_skip=True`" in eager_doc
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("T,S,kv_off,rows,local_size", BIDIRECTIONAL_CASES)
+@pytest.mark.parametrize("allow", [True, False], ids=["skip-allowed", "skip-not-allowed"])
+def test_bidirectional_skip_equals_transformers(
+    T: int, S: int, kv_off: int, rows: tuple[int, int] | None, local_size: int | None, allow: bool
+) -> None:
+    import transformers
+
+    mu = _hf()
+    if "allow_is_bidirectional_skip" not in inspect.signature(mu.sdpa_mask).parameters:
+        pytest.skip(f"transformers {transformers.__version__}'s builders have no allow_is_bidirectional_skip")
+    padding = _bidirectional_padding(S, kv_off, rows)
+    kw = dict(
+        batch_size=2,
+        kv_offset=kv_off,
+        attention_mask=padding,
+        local_size=local_size,
+        allow_is_bidirectional_skip=allow,
+    )
+    ours = sdpa_mask(
+        q_length=T, kv_length=S, mask_function=bidirectional_mask_function, allow_is_causal_skip=False, **kw
+    )
+    theirs = mu.sdpa_mask(
+        q_length=T,
+        kv_length=S,
+        mask_function=mu.bidirectional_mask_function,
+        allow_is_causal_skip=False,
+        **kw,
+    )
+    assert (ours is None) == (theirs is None)
+    if ours is not None:
+        assert torch.equal(ours, theirs.expand_as(ours))
+    for dtype in (torch.float32, torch.bfloat16):
+        ours_e = eager_mask(
+            q_length=T, kv_length=S, mask_function=bidirectional_mask_function, dtype=dtype, **kw
+        )
+        theirs_e = mu.eager_mask(
+            q_length=T, kv_length=S, mask_function=mu.bidirectional_mask_function, dtype=dtype, **kw
+        )
+        assert (ours_e is None) == (theirs_e is None)
+        if ours_e is not None:
+            assert ours_e.dtype == theirs_e.dtype and torch.equal(ours_e, theirs_e.expand_as(ours_e))

@@ -140,3 +140,24 @@ def test_select_heads_to_prune_golden_value() -> None:
         ValueError, match=r"n_heads=9 heads cannot be pruned while keeping 1 per layer; at most 7"
     ):
         select_heads_to_prune(importance, 9)
+
+
+@pytest.mark.parametrize(
+    ("layer", "error", "match"),
+    [
+        (-1, IndexError, r"layer -1 does not exist: the model has 3 layers \(0 \.\.\. 2\)"),
+        (3, IndexError, r"layer 3 does not exist: the model has 3 layers \(0 \.\.\. 2\)"),
+        (True, TypeError, r"layer True must be an integer layer number"),
+        (1.0, TypeError, r"layer 1.0 must be an integer layer number"),
+    ],
+    ids=["negative", "past-the-last", "bool", "float"],
+)
+def test_gate_mask_and_prune_share_one_layer_number_rule(layer, error, match) -> None:
+    model = tiny_gpt2()
+    with pytest.raises(error, match=match), gate_heads(model, {layer: torch.ones(4)}):
+        pass
+    with pytest.raises(error, match=match), mask_heads(model, {layer: [0]}):
+        pass
+    with pytest.raises(error, match=match):
+        prune_heads(model, {layer: [0]})
+    assert all(not output_projection(a)._forward_pre_hooks for a in attention_modules(model))

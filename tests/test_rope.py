@@ -21,6 +21,7 @@ from reference_impl.rope import (
     RopeState,
     RotaryEmbedding,
     apply_rotary_pos_emb,
+    dynamic_rope_update,
     read_rope_config,
     rotate_half,
 )
@@ -173,10 +174,25 @@ LONGROPE_CALLS = [
 ]  # L0 = 32: exactly at L0 is still short
 
 
+def _undecorated(forward):
+    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both functools.wraps)."""
+    while hasattr(forward, "__wrapped__"):
+        forward = forward.__wrapped__
+    return forward
+
+
+def _with_our_decorator(their_class):
+    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of theirs."""
+    forward = torch.no_grad()(dynamic_rope_update(_undecorated(their_class.forward)))
+    return type(f"Ours{their_class.__name__}", (their_class,), {"forward": forward})
+
+
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["dynamic", "longrope"])
-def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
+@pytest.mark.parametrize("ours_is", ["our-module", "their-module-under-our-decorator"])
+def test_rotary_module_follows_transformers_state_sequence(kind, dtype, ours_is):
+    """Ours (our module, or transformers' own with our `dynamic_rope_update`) against theirs, call by call."""
     if kind == "dynamic":
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Theirs
 
@@ -196,14 +212,15 @@ def test_rotary_module_follows_transformers_state_sequence(kind, dtype):
             original_max_position_embeddings=32,
         )
         calls = LONGROPE_CALLS
-    ours, theirs = RotaryEmbedding(config), Theirs(config)
+    ours_class = RotaryEmbedding if ours_is == "our-module" else _with_our_decorator(Theirs)
+    ours, theirs = ours_class(config), Theirs(config)
     x = torch.zeros(1, dtype=dtype)
     for i, pos in enumerate(calls):
         (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos), theirs(x, pos)
-        where = f"call {i} (seq_len {int(pos.max()) + 1}), our state {ours.rope_state}"
+        where = f"call {i} (seq_len {int(pos.max()) + 1}), our max_seq_len_cached {ours.max_seq_len_cached}"
         assert torch.equal(ours.inv_freq, theirs.inv_freq), where
         assert ours.attention_scaling == theirs.attention_scaling, where
-        assert ours.rope_state.max_seq_len_cached == int(theirs.max_seq_len_cached), where
+        assert ours.max_seq_len_cached == int(theirs.max_seq_len_cached), where
         assert cos_o.dtype == cos_t.dtype == dtype
         assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
 
@@ -257,6 +274,59 @@ def test_rope_state_prints_every_decision_variable():
         "original_max_position_embeddings=16, attention_scaling=1.0, last_update='grow')"
     )
     assert isinstance(rotary.rope_state, RopeState) and "max_seq_len_cached=40" in repr(rotary)
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(
+    not V5, reason="per-layer-type rotary modules (Gemma 3 with layer_type=) are transformers 5.x"
+)
+def test_our_decorator_on_gemma3_per_layer_type_module_is_bitwise_equal_to_theirs():
+    from transformers import Gemma3TextConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding as Theirs
+
+    lists = {
+        "short_factor": [1.0 + 0.01 * i for i in range(8)],
+        "long_factor": [1.0 + 0.5 * i for i in range(8)],
+    }
+    config = Gemma3TextConfig(
+        **{**TINY, "num_hidden_layers": 2},
+        hidden_size=64,
+        num_attention_heads=2,
+        head_dim=16,
+        max_position_embeddings=16,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
+            "sliding_attention": {
+                **{"rope_type": "longrope", **lists, "rope_theta": 1e4},
+                "original_max_position_embeddings": 8,
+            },
+        },
+    )
+    ours, theirs = _with_our_decorator(Theirs)(config), Theirs(config)
+    x = torch.zeros(1)
+    decisions = []
+    for i, pos in enumerate(DYNAMIC_CALLS):
+        for layer_type in ("full_attention", "sliding_attention"):
+            (cos_o, sin_o), (cos_t, sin_t) = ours(x, pos, layer_type), theirs(x, pos, layer_type)
+            where = f"call {i}, seq_len {int(pos.max()) + 1}, {layer_type}"
+            assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), where
+            assert torch.equal(
+                getattr(ours, f"{layer_type}_inv_freq"), getattr(theirs, f"{layer_type}_inv_freq")
+            )
+        cached = getattr(ours, "full_attention_max_seq_len_cached", ours.max_seq_len_cached)
+        assert cached == int(getattr(theirs, "full_attention_max_seq_len_cached", theirs.max_seq_len_cached))
+        decisions.append(cached)
+    # the full-attention (dynamic) entry grew, kept, grew and reset, as in transformers
+    assert decisions == [16, 40, 40, 42, 16]
+    # the shared attributes were not touched by a per-layer-type call
+    assert ours.max_seq_len_cached == 16 and not hasattr(ours, "inv_freq")
+    # our own module, built for one layer type of the same config, follows the same sequence
+    for layer_type in ("full_attention", "sliding_attention"):
+        ours_one, theirs_all = RotaryEmbedding(config, layer_type=layer_type), Theirs(config)
+        for pos in DYNAMIC_CALLS:
+            (cos_o, sin_o), (cos_t, sin_t) = ours_one(x, pos), theirs_all(x, pos, layer_type)
+            assert torch.equal(cos_o, cos_t) and torch.equal(sin_o, sin_t), (layer_type, ours_one.rope_state)
 
 
 @pytest.mark.oracle
@@ -434,6 +504,28 @@ def test_factor_below_one_is_computed_by_transformers_and_refused_by_us():
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize(
+    ("rope", "pattern"),
+    [
+        (
+            {**LLAMA31, "low_freq_factor": 4.0, "high_freq_factor": 1.0},
+            r"\['low_freq_factor'\]=4.0 >= .*\['high_freq_factor'\]=1.0",
+        ),
+        ({**YARN, "beta_fast": 1.0, "beta_slow": 32.0}, r"\['beta_fast'\]=1.0 <= .*\['beta_slow'\]=32.0"),
+    ],
+    ids=["llama3-reversed-band", "yarn-reversed-betas"],
+)
+def test_reversed_bands_are_computed_by_transformers_and_refused_by_us(rope, pattern):
+    from transformers import modeling_rope_utils as mru
+
+    config = hf_config(rope, max_position_embeddings=131072)
+    theirs, _ = mru.ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, None)
+    assert torch.isfinite(theirs).all()  # a number comes back, from a band that runs backwards
+    with pytest.raises(ValueError, match=pattern + r".*transformers only warns here"):
+        ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+
+
+@pytest.mark.oracle
 def test_longrope_list_of_wrong_length_fails_late_in_transformers_and_early_here():
     from transformers import modeling_rope_utils as mru
 
@@ -516,6 +608,73 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
             ValueError,
             r"rope_scaling\['factor'\]=0.5",
         ),
+        (
+            _cfg({"rope_type": "linear", "factor": 2.0}, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+            ValueError,
+            r"both rope_parameters=.* and rope_scaling=.*disagree on \{'factor': 4.0\}",
+        ),
+        (
+            _cfg({"rope_type": "default"}, rope_scaling={"type": "linear", "factor": 2.0}),
+            ValueError,
+            r"disagree on \{'type': 'linear', 'factor': 2.0\}",
+        ),
+        (
+            _cfg({"rope_type": "default", "rope_theta": 10_000.0}, rope_theta=500_000.0),
+            ValueError,
+            r"rope_parameters\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=500000.0",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0.5}, partial_rotary_factor=0.25),
+            ValueError,
+            r"\['partial_rotary_factor'\]=0.5 disagrees with the top-level partial_rotary_factor=0.25",
+        ),
+        (_cfg({"rope_type": "default", "rope_theta": 0}), ValueError, r"rope_theta=0 .*expected a base > 0"),
+        (
+            _cfg({"rope_type": "default"}, rope_theta=-1.0),
+            ValueError,
+            r"rope_theta=-1.0 .*expected a base > 0",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0}),
+            ValueError,
+            r"partial_rotary_factor=0; expected 0 < partial_rotary_factor <= 1",
+        ),
+        (
+            _cfg({"rope_type": "default"}, partial_rotary_factor=1.5),
+            ValueError,
+            r"partial_rotary_factor=1.5; expected 0 < partial_rotary_factor <= 1",
+        ),
+        (
+            _cfg({"rope_type": "default", "partial_rotary_factor": 0.05}),
+            ValueError,
+            r"= 0 is zero; expected a positive even number",
+        ),
+        (
+            {"head_dim": 0, "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 64},
+            ValueError,
+            r"head_dim=0; expected a positive int",
+        ),
+        (
+            _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}),
+            ValueError,
+            r"\['low_freq_factor'\]=4.0 >= rope_parameters\['high_freq_factor'\]=1.0; expected low_freq_factor < "
+            r"high_freq_factor",
+        ),
+        (
+            _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0}),
+            ValueError,
+            r"\['low_freq_factor'\]=2.0 >= ",
+        ),
+        (
+            _cfg({"rope_type": "yarn", "factor": 4.0, "beta_fast": 1.0, "beta_slow": 32.0}),
+            ValueError,
+            r"\['beta_fast'\]=1.0 <= rope_parameters\['beta_slow'\]=32.0; expected beta_fast > beta_slow",
+        ),
+        (
+            _cfg({"rope_type": "yarn", "factor": 4.0, "beta_fast": 0}),
+            ValueError,
+            r"\['beta_fast'\]=0 <= rope_parameters\['beta_slow'\]=1; expected beta_fast > beta_slow",
+        ),
     ],
     ids=[
         "unknown-type",
@@ -530,6 +689,20 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
         "no-head-dim",
         "no-max-pos",
         "v4-key-name",
+        "both-styles-disagree-on-factor",
+        "both-styles-disagree-on-type",
+        "theta-inside-and-top-level-disagree",
+        "partial-inside-and-top-level-disagree",
+        "theta-zero",
+        "theta-negative",
+        "partial-zero",
+        "partial-above-one",
+        "partial-gives-no-pair",
+        "head-dim-zero",
+        "llama3-low-above-high",
+        "llama3-low-equals-high",
+        "yarn-beta-fast-below-slow",
+        "yarn-beta-fast-zero",
     ],
 )
 def test_bad_config_raises_naming_key_value_and_expectation(config, exc, pattern):
@@ -682,3 +855,56 @@ def test_inputs_are_unchanged_after_every_call(rope_type, seq_len):
     cos, sin = RotaryEmbedding(config)(q, torch.arange(3)[None])
     apply_rotary_pos_emb(q, k, cos, sin)
     assert torch.equal(q, q0) and torch.equal(k, k0)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize(
+    ("q_dtype", "cos_dtype"),
+    [
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.bfloat16),
+    ],
+)
+@pytest.mark.parametrize("rotary_dim", [8, 4])
+def test_apply_rotary_pos_emb_output_dtype_is_transformers_and_the_docstring_says_so(
+    q_dtype, cos_dtype, rotary_dim
+):
+    from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb as theirs
+
+    q, k = torch.randn(1, 2, 3, 8, dtype=q_dtype), torch.randn(1, 1, 3, 8, dtype=q_dtype)
+    cos, sin = torch.randn(1, 3, rotary_dim, dtype=cos_dtype), torch.randn(1, 3, rotary_dim, dtype=cos_dtype)
+    q_o, k_o = apply_rotary_pos_emb(q, k, cos, sin)
+    q_t, k_t = theirs(q, k, cos, sin)
+    promoted = torch.promote_types(q_dtype, cos_dtype)
+    assert q_o.dtype == k_o.dtype == q_t.dtype == k_t.dtype == promoted
+    assert torch.equal(q_o, q_t) and torch.equal(k_o, k_t)
+    doc = " ".join(apply_rotary_pos_emb.__doc__.split())
+    assert "type promotion" in doc and "come back in float32" in doc and "same shapes and dtypes" not in doc
+
+
+@pytest.mark.parametrize("as_object", [False, True], ids=["dict", "object"])
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, r"disagree on \{'factor': 4.0\}"),
+        (
+            {"rope_theta": 500_000.0},
+            r"\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=500000.0",
+        ),
+        ({"rope_theta": 0}, r"\['rope_theta'\]=10000.0 disagrees with the top-level rope_theta=0"),
+    ],
+    ids=["scaling", "theta", "theta-zero"],
+)
+def test_both_config_styles_disagreeing_are_refused_for_dicts_and_objects_alike(as_object, extra, pattern):
+    from types import SimpleNamespace
+
+    config = _cfg({"rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0}, **extra)
+    agreeing = _cfg({"rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0})
+    if as_object:
+        config, agreeing = SimpleNamespace(**config), SimpleNamespace(**agreeing)
+    with pytest.raises(ValueError, match=pattern):
+        read_rope_config(config)
+    assert read_rope_config(agreeing).base == 10_000.0

@@ -3,7 +3,9 @@
     python -m reference_impl.workbook.envcheck
 
 Each requirement is checked without ever letting a traceback reach the student: a missing or too-old package
-is reported with the exact command that fixes it. The exit status is 0 when everything needed is there.
+is reported with the exact command that fixes it, and an installed package whose import fails (a torch wheel
+missing its shared libraries, say) with its error, not as "not installed". The exit status is 0 when everything
+needed is there.
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Finding:
     try:
         module = importer(req.module)
-    except Exception as e:  # an ImportError, or a broken install that fails while importing
-        return Finding(
-            req.module,
-            False,
-            f"{req.module} is not installed ({type(e).__name__}); needed for {req.why}",
-            req.install,
-        )
+    except ModuleNotFoundError as e:
+        if e.name in (None, req.module):
+            return Finding(
+                req.module,
+                False,
+                f"{req.module} is not installed ({type(e).__name__}); needed for {req.why}",
+                req.install,
+            )
+        return _import_failure(req, e)  # the package is there; something it imports is not
+    except (
+        Exception
+    ) as e:  # a broken install: a missing shared library, a wrong wheel, a crash in its __init__
+        return _import_failure(req, e)
     version = str(getattr(module, "__version__", "0"))
     if _version_tuple(version) < _version_tuple(req.minimum):
         return Finding(
@@ -103,6 +111,18 @@ def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Findi
             warning=True,
         )
     return Finding(req.module, True, f"{req.module} {version}")
+
+
+def _import_failure(req: Requirement, error: Exception) -> Finding:
+    """An installed package whose import fails: its error, in one line (saying "not installed" would mislead)."""
+    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return Finding(
+        req.module,
+        False,
+        f"{req.module} is installed but fails to import ({type(error).__name__}: {first_line}); needed for "
+        f"{req.why}",
+        req.install.replace("pip install ", "pip install --force-reinstall ", 1),
+    )
 
 
 def check_environment(importer: Callable[[str], ModuleType] = importlib.import_module) -> list[Finding]:

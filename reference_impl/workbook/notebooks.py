@@ -7,7 +7,9 @@ Each notebook runs top to bottom in a fresh kernel of *this* Python environment 
 working directory (as JupyterLab and nbval run it). Execution counts are kept (nbval compares a cell only if it
 has one); volatile metadata (timings, widget state, the Python patch version) is stripped. The file is replaced
 only when every cell ran; on a failure the original is left untouched and the failing cell is reported.
-Cells tagged `raises-exception` may raise, as in nbval.
+Cells tagged `raises-exception` may raise, as in nbval. A notebook that cannot be read or run is reported and the
+others still run; the exit status is then 1. A path that does not exist, or a folder without notebooks, is an
+error (status 2) before anything runs.
 """
 
 from __future__ import annotations
@@ -30,18 +32,29 @@ _VOLATILE_NB_KEYS = ("widgets", "toc", "varInspector")
 
 
 def find_notebooks(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders to the `*.ipynb` inside them (not checkpoints); refuse anything that is not a notebook."""
+    """Expand folders to the `*.ipynb` inside them (not checkpoints); refuse anything that is not a notebook.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (a mistyped folder too).
+        ValueError: a file that is not a .ipynb; a folder with no notebook in it (nothing to do is a mistake,
+            not a success).
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(p for p in sorted(path.glob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts)
+            inside = [p for p in sorted(path.glob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
+            if not inside:
+                raise ValueError(
+                    f"path={str(path)!r} is a folder with no notebook in it; expected a folder of .ipynb files"
+                )
+            found.extend(inside)
+        elif not path.exists():
+            raise FileNotFoundError(f"path={str(path)!r} does not exist")
         elif path.suffix != ".ipynb":
             raise ValueError(
                 f"path={str(path)!r} is not a notebook: expected a .ipynb file or a folder of them"
             )
-        elif not path.is_file():
-            raise FileNotFoundError(f"path={str(path)!r} does not exist")
         else:
             found.append(path)
     return found
@@ -66,11 +79,22 @@ def clean_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def execute_notebook(path: Path, *, timeout: int = 600, kernel_name: str = "python3") -> None:
-    """Run `path` from a clean kernel and rewrite it with fresh outputs; leave it untouched if a cell fails."""
+    """Run `path` from a clean kernel and rewrite it with fresh outputs; leave it untouched if a cell fails.
+
+    Raises:
+        RuntimeError: the file is not a readable notebook (not JSON, not nbformat), or a cell failed; the file
+            is left unchanged either way.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:  # not JSON, or JSON that nbformat cannot read: report it, do not stop the others
+        raise RuntimeError(
+            f"{path}: not a valid notebook ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "it was left unchanged"
+        ) from None
     client = NotebookClient(
         nb,
         timeout=timeout,

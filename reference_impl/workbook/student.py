@@ -29,6 +29,10 @@ one of at least 12 characters, other than a bare `def`/`class` header, that the 
 code and that is not in the source of `reference_impl` itself (a lesson prints our implementation; an exercise
 may well re-derive some of its lines).
 
+The build also refuses, before writing anything, a path that does not exist, a folder with no notebook, and an
+`--out` it cannot write into (below a file, or in a folder that refuses new files, e.g. a read-only file system);
+the command then prints the reason in one line naming the path, with no traceback.
+
 It never overwrites a notebook a student has changed. A copy on disk is replaced only when its content still
 hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this command,
 unreadable) the build refuses with a message naming the file, unless `--force` is given, in which case the file
@@ -47,6 +51,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,10 +103,14 @@ class MasterError(ValueError):
 
 
 class BuildError(Exception):
-    """The build was refused; `problems` lists every reason (one line or paragraph each). Nothing was written."""
+    """The build was refused; `problems` lists every reason (one line or paragraph each).
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    Nothing was written, unless `partial` is True: writing itself failed part-way (the checks before it passed).
+    """
+
+    def __init__(self, problems: Sequence[str], *, partial: bool = False) -> None:
         self.problems = list(problems)
+        self.partial = partial
         super().__init__("\n".join(self.problems))
 
 
@@ -403,6 +412,9 @@ def build(
         raise BuildError([f"no notebooks found in {[str(p) for p in paths]}"])
     if out_dir.exists() and not out_dir.is_dir():
         raise BuildError([f"out={str(out_dir)!r} is not a folder"])
+    unwritable = _cannot_write_into(out_dir)
+    if unwritable is not None:
+        raise BuildError([unwritable])
 
     problems: list[str] = []
     plans: list[tuple[Path, Path, StudentCopy, str | None]] = []
@@ -442,6 +454,41 @@ def build(
     if problems:
         raise BuildError(problems)
 
+    try:
+        return _write_plans(out_dir, plans)
+    except OSError as e:  # a failure the probe could not foresee (disk full, a folder changed meanwhile)
+        raise BuildError(
+            [f"out={str(out_dir)!r}: writing failed at {e.filename or out_dir}: {e.strerror or e}"],
+            partial=True,
+        ) from None
+
+
+def _cannot_write_into(out_dir: Path) -> str | None:
+    """Why the copies cannot be written into `out_dir` (one line naming the path and the reason), or None.
+
+    Checked before anything is written: the nearest existing folder at or above `out_dir` must be a folder (not a
+    file: `--out notes.txt/student`) and must take a file. The second is tried by creating and removing a
+    temporary file there, because permission bits say nothing for root, while a read-only file system (or
+    /sys) still refuses.
+    """
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"out={str(out_dir)!r} cannot be created: {str(existing)!r} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".student-build-probe-", dir=existing)
+    except OSError as e:
+        return (
+            f"out={str(out_dir)!r} cannot be written: {str(existing)!r} refuses new files ({e.strerror or e})"
+        )
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _write_plans(out_dir: Path, plans: list[tuple[Path, Path, StudentCopy, str | None]]) -> list[str]:
+    """Write the checked copies (backing up changed ones); one line per notebook."""
     out_dir.mkdir(parents=True, exist_ok=True)
     done: list[str] = []
     for master_path, dest, made, changed in plans:
@@ -476,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lines = build(args.paths, args.out, force=args.force)
     except BuildError as e:
-        print("student copies NOT built; nothing was written:", file=sys.stderr)
+        done = "some copies may have been written" if e.partial else "nothing was written"
+        print(f"student copies NOT built; {done}:", file=sys.stderr)
         for problem in e.problems:
             print(f"- {problem}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ def _importer(missing: set[str] = frozenset(), versions: dict[str, str] | None =
 
     def fake_import(name: str) -> types.ModuleType:
         if name in missing:
-            raise ImportError(f"No module named {name!r}")
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)  # as Python says it
         module = importlib.import_module(name)
         if name in versions:
             fake = types.ModuleType(name)
@@ -60,7 +60,39 @@ def test_a_package_that_crashes_while_importing_is_a_finding_not_a_traceback() -
         return importlib.import_module(name)
 
     text = report(check_environment(broken))
-    assert "❌ matplotlib is not installed (RuntimeError)" in text
+    assert "❌ matplotlib is installed but fails to import (RuntimeError: broken install)" in text
+    assert "fix: pip install --force-reinstall 'matplotlib>=3.8'" in text
+
+
+def test_a_torch_whose_import_fails_is_reported_with_its_error_not_as_missing() -> None:
+    def broken_torch(name: str) -> types.ModuleType:
+        if name == "torch":  # what a CUDA wheel on a machine without its libraries says
+            raise OSError(
+                "libcudnn.so.9: cannot open shared object file: No such file or directory\nmore detail"
+            )
+        return importlib.import_module(name)
+
+    findings = check_environment(broken_torch)
+    torch_finding = next(f for f in findings if f.name == "torch")
+    assert not torch_finding.ok
+    assert torch_finding.message == (
+        "torch is installed but fails to import (OSError: libcudnn.so.9: cannot open shared object file: No such "
+        "file or directory); needed for every lesson"
+    )
+    assert "not installed" not in report(findings)
+
+
+def test_a_missing_dependency_of_an_installed_package_is_not_called_missing_package() -> None:
+    def missing_dependency(name: str) -> types.ModuleType:
+        if name == "transformers":
+            raise ModuleNotFoundError("No module named 'tokenizers'", name="tokenizers")
+        return importlib.import_module(name)
+
+    text = report(check_environment(missing_dependency))
+    assert (
+        "❌ transformers is installed but fails to import (ModuleNotFoundError: No module named 'tokenizers')"
+        in text
+    )
 
 
 def test_command_line_exits_zero_here_and_prints_the_verdict() -> None:

@@ -122,3 +122,38 @@ def test_nbval_fails_when_a_stored_output_of_start_here_is_broken(tmp_path: Path
     broken = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert broken.returncode == 1, broken.stdout[-2000:]
     assert "1 failed" in broken.stdout
+
+
+@pytest.mark.parametrize("kind", ["empty-folder", "mistyped-folder"])
+def test_an_empty_or_mistyped_folder_is_an_error_not_a_silent_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    folder = tmp_path / "lessons"
+    if kind == "empty-folder":
+        folder.mkdir()
+        (folder / "notes.md").write_text("not a notebook")
+        expected = "is a folder with no notebook in it"
+    else:
+        folder = tmp_path / "lesons"  # the folder is called lessons
+        expected = "does not exist"
+    with pytest.raises(SystemExit) as exc:
+        main(["execute", str(folder)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"path={str(folder)!r}" in err and expected in err
+
+
+@pytest.mark.slow
+def test_a_notebook_that_is_not_json_is_reported_and_the_others_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "a_broken.ipynb"
+    broken.write_text('{"cells": [')  # cut short: not JSON
+    good = _write(tmp_path / "b_good.ipynb", "print(6 * 7)")
+    assert main(["execute", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{broken}: not a valid notebook (NotJSONError" in err and "left unchanged" in err
+    assert "Traceback" not in err
+    assert f"executed {good}" in out
+    assert nbformat.read(good, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    assert broken.read_text() == '{"cells": ['

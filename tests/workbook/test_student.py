@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -519,7 +520,7 @@ def test_paths_that_are_not_notebooks_or_folders_are_refused(tmp_path: Path) -> 
         build([text], tmp_path / "student")
     with pytest.raises(BuildError, match=r"'.*missing\.ipynb' does not exist"):
         build([tmp_path / "missing.ipynb"], tmp_path / "student")
-    with pytest.raises(BuildError, match="no notebooks found"):
+    with pytest.raises(BuildError, match=r"path='.*' is a folder with no notebook in it"):
         build([tmp_path], tmp_path / "student")
 
 
@@ -681,3 +682,86 @@ def test_every_student_lesson_stops_at_its_first_exercise(master_path: Path) -> 
         f"{master_path.name}: the student copy stops at exercise {name!r}, but the master's check cell "
         f"(cell {verdict + 1} of the copy) shows {shown!r}"
     )
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[str]:
+    """Run the command line expecting a refusal; return its stderr lines (no traceback allowed)."""
+    capsys.readouterr()
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    return captured.err.splitlines()
+
+
+def test_an_out_folder_below_a_file_is_refused_in_one_line_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    master_path = write_master(tmp_path / "lessons")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    out = notes / "student" / "copies"
+    lines = _cli_error(capsys, ["build", str(master_path), "--out", str(out)])
+    assert lines == [
+        "student copies NOT built; nothing was written:",
+        f"- out={str(out)!r} cannot be created: {str(notes)!r} is a file, not a folder",
+    ]
+    assert notes.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["lessons", "notes.txt"]
+
+
+def test_a_master_path_that_does_not_exist_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "lesons"  # mistyped
+    out = tmp_path / "student"
+    lines = _cli_error(capsys, ["build", str(missing), "--out", str(out)])
+    assert lines[-1] == f"- path={str(missing)!r} does not exist" and len(lines) == 2
+    assert not out.exists()
+
+
+# Tests run as root, for whom permission bits mean nothing; sysfs refuses new files even to root, so /sys
+# stands for "a read-only folder" (skipped where it is absent or writable).
+def _sys_refuses_files() -> bool:
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return Path("/sys").is_dir()
+    os.close(fd)
+    os.unlink(probe)
+    return False
+
+
+@pytest.mark.skipif(
+    not _sys_refuses_files(), reason="needs /sys refusing new files (a read-only folder for root)"
+)
+def test_an_out_folder_that_refuses_files_is_refused_in_one_line_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    master_path = write_master(tmp_path / "lessons")
+    out = Path("/sys") / "student-copies-test"
+    lines = _cli_error(capsys, ["build", str(master_path), "--out", str(out)])
+    assert len(lines) == 2 and lines[1].startswith(
+        f"- out={str(out)!r} cannot be written: '/sys' refuses new files ("
+    )
+    assert not out.exists()
+
+
+def test_a_write_that_fails_part_way_is_reported_in_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the probe cannot foresee (disk full between the check and the write), simulated."""
+    import reference_impl.workbook.student as student
+
+    master_path = write_master(tmp_path / "lessons")
+    out = tmp_path / "student"
+
+    def disk_full(nb: Any, dest: Path) -> None:
+        raise OSError(28, "No space left on device", str(dest))
+
+    monkeypatch.setattr(student, "write_atomically", disk_full)
+    lines = _cli_error(capsys, ["build", str(master_path), "--out", str(out)])
+    assert lines == [
+        "student copies NOT built; some copies may have been written:",
+        f"- out={str(out)!r}: writing failed at {out / master_path.name}: No space left on device",
+    ]
