@@ -19,9 +19,15 @@ from reference_impl.checkpoint_policies import segment_size
 from reference_impl.checkpointing import (
     CACHE_WARNINGS_GIVEN,
     GradientCheckpointingLayer,
+    activation_checkpointing_disable,
+    activation_checkpointing_enable,
+    gradient_checkpointing_disable,
+    gradient_checkpointing_enable,
+    is_activation_checkpointing,
+    is_gradient_checkpointing,
     set_gradient_checkpointing,
 )
-from reference_impl.workbook.measure import PeakMemory
+from reference_impl.workbook.measure import HookCalls, PeakMemory
 from reference_impl.workbook.models import GatedBlock
 
 B, C = 8, 4
@@ -467,6 +473,122 @@ def test_bad_input_names_what_was_given_and_what_is_accepted(call, error, match)
 
 def test_segment_size_is_round_sqrt() -> None:
     assert [segment_size(n) for n in (1, 2, 4, 12, 16, 24, 36)] == [1, 1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------------------------------------------- since 5.23
+# What transformers 5.23/5.24 changed, on our side (the version guards below assert each transformers line).
+
+
+def counting(func):
+    """`func` (a layer's checkpoint function) that appends to `.calls` each time it checkpoints."""
+
+    def wrapper(*args, **kwargs):
+        wrapper.calls.append(1)
+        return func(*args, **kwargs)
+
+    wrapper.calls = []
+    return wrapper
+
+
+@pytest.mark.parametrize(("target", "per_step"), [("forward", 1), ("__call__", 2)])
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_hooks_run_once_per_step_around_forward_and_twice_around_call(target, per_step, reentrant) -> None:
+    model = gated_stack(3)
+    x = torch.randn(B, C)
+    loss0, grads0 = loss_and_grads(model, x)
+    set_gradient_checkpointing(model, True, {"use_reentrant": reentrant}, checkpoint_target=target)
+    with HookCalls(model) as calls:
+        loss1, grads1 = loss_and_grads(model, x)
+    assert calls.counts == [per_step] * 3, f"checkpoint_target={target!r}: hook calls per layer {calls.counts}"
+    assert torch.equal(loss0, loss1)
+    assert all(torch.equal(a, b) for a, b in zip(grads0, grads1, strict=True))
+
+
+def test_without_checkpointing_hooks_run_once_per_step() -> None:
+    model = gated_stack(3)
+    with HookCalls(model) as calls:
+        loss_and_grads(model, torch.randn(B, C))
+    assert calls.counts == [1, 1, 1]
+
+
+class Outer(GradientCheckpointingLayer):
+    """A checkpointable layer that holds another one (e.g. a block inside a checkpointed segment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = GatedBlock(C)
+
+    def forward(self, hidden_states):
+        return self.inner(hidden_states) * 2
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_only_the_outermost_checkpoint_applies(target: str) -> None:
+    model = Outer().train()
+    set_gradient_checkpointing(model, True, checkpoint_target=target)
+    model._gradient_checkpointing_func = counting(model._gradient_checkpointing_func)
+    model.inner._gradient_checkpointing_func = counting(model.inner._gradient_checkpointing_func)
+    model(torch.randn(B, C, requires_grad=True)).sum().backward()
+    assert (len(model._gradient_checkpointing_func.calls), len(model.inner._gradient_checkpointing_func.calls)) == (
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_without_grad_a_training_layer_neither_checkpoints_nor_drops_the_cache(target: str) -> None:
+    layer = CachingBlock().train()
+    set_gradient_checkpointing(layer, True, checkpoint_target=target)
+    layer._gradient_checkpointing_func = counting(layer._gradient_checkpointing_func)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(B, C), past_key_values=["cache"], use_cache=True)
+    assert layer.seen == [(True, ["cache"])]
+    assert layer._gradient_checkpointing_func.calls == []
+    with pytest.warns(UserWarning, match="Caching is incompatible"):  # with grad: checkpointed, cache dropped
+        layer(torch.randn(B, C), past_key_values=["cache"], use_cache=True)
+    assert layer.seen[-1] == (False, None)
+    assert len(layer._gradient_checkpointing_func.calls) == 1
+
+
+def test_the_5_24_cache_keyword_is_dropped_too() -> None:
+    class NewCachingBlock(GradientCheckpointingLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(C, C)
+            self.seen: list[object] = []
+
+        def forward(self, hidden_states, cache=None, use_cache=False):
+            self.seen.append((use_cache, cache))
+            return self.linear(hidden_states)
+
+    layer = NewCachingBlock().train()
+    set_gradient_checkpointing(layer, True)
+    with pytest.warns(UserWarning, match=r"Setting `use_cache=False`, `cache=None`\.$"):
+        layer(torch.randn(B, C, requires_grad=True), cache=["a cache"], use_cache=True)
+    assert layer.seen == [(False, None)]
+
+
+@pytest.mark.parametrize(
+    ("enable", "disable", "is_on"),
+    [
+        (activation_checkpointing_enable, activation_checkpointing_disable, is_activation_checkpointing),
+        (gradient_checkpointing_enable, gradient_checkpointing_disable, is_gradient_checkpointing),
+    ],
+    ids=["activation_checkpointing (5.23+)", "gradient_checkpointing (<= 5.22)"],
+)
+def test_both_names_of_the_entry_points_do_what_set_gradient_checkpointing_does(enable, disable, is_on) -> None:
+    model = gated_stack(4)
+    assert not is_on(model)
+    flags = enable(model, {"use_reentrant": True}, 2, checkpoint_target="__call__")
+    assert flags == [True, False, True, False]
+    assert is_on(model)
+    assert [layer.checkpoint_target for layer in model] == ["__call__"] * 4
+    assert model[0]._gradient_checkpointing_func.keywords == {"use_reentrant": True}
+    assert set_gradient_checkpointing(gated_stack(4), True, {"use_reentrant": True}, 2) == flags
+    disable(model)
+    assert not is_on(model)
+    assert [layer.gradient_checkpointing for layer in model] == [False] * 4
 
 
 # ---------------------------------------------------------------------------------------------------- oracle
