@@ -26,7 +26,9 @@ nox.options.error_on_missing_interpreters = True
 def _oracle_tests(session: nox.Session, transformers: str) -> None:
     session.install(f"torch=={TORCH}")
     session.install("-e", ".[test]", f"transformers=={transformers}")
-    session.run("python", "-c", "import torch, transformers; print(torch.__version__, transformers.__version__)")
+    session.run(
+        "python", "-c", "import torch, transformers; print(torch.__version__, transformers.__version__)"
+    )
     session.run("python", "-m", "pytest", "-m", "oracle", "tests", "-n", "2", *session.posargs)
 
 

@@ -124,7 +124,9 @@ class HookCalls:
     def __init__(self, modules: Iterable[nn.Module]) -> None:
         self.modules = list(modules)
         if not self.modules:
-            raise ValueError("modules is empty; pass the modules whose hook calls to count, e.g. model.layers")
+            raise ValueError(
+                "modules is empty; pass the modules whose hook calls to count, e.g. model.layers"
+            )
         self.counts = [0] * len(self.modules)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
