@@ -416,3 +416,18 @@ def test_version_guard_empty_cache_prefill_skip_is_new_in_5() -> None:
         f"transformers {transformers.__version__}: the empty-cache prefill skip is "
         f"{'gone' if expected else 'present'}; update masking._can_skip_causal_mask and this guard"
     )
+
+
+@pytest.mark.oracle
+def test_version_guard_mask_builders_take_the_cache_as_cache_from_5_24():
+    """5.24 renamed the builders' `past_key_values` to `cache` (the old keyword still accepted until 5.40)."""
+    import transformers
+    from transformers import masking_utils
+
+    names = list(inspect.signature(masking_utils.create_causal_mask).parameters)
+    expected = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+    # the cache comes right before position_ids (5.24+ appends the deprecated past_key_values at the end)
+    assert names[names.index("position_ids") - 1] == expected, (
+        f"transformers {transformers.__version__}: create_causal_mask takes {names}; expected {expected!r} "
+        "(5.24 renamed past_key_values to cache). Update the README's compatibility table (lesson 06)."
+    )

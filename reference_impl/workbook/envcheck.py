@@ -18,7 +18,7 @@ __all__ = ["REQUIREMENTS", "Finding", "Requirement", "check_environment", "main"
 
 # The transformers release the lessons and oracle tests are proven against (see README).
 PINNED_TRANSFORMERS = "5.22.2"
-# The torch build the README installs (CPU); any torch >= MIN works.
+# The torch build the README installs (CPU); the package requires the 2.13 series (pyproject.toml).
 PINNED_TORCH = "2.13.0"
 
 
@@ -45,7 +45,7 @@ class Finding:
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
-    Requirement("torch", "2.6", f"pip install 'torch=={PINNED_TORCH}'", "every lesson"),
+    Requirement("torch", "2.13", f"pip install 'torch=={PINNED_TORCH}'", "every lesson"),
     Requirement(
         "transformers",
         "4.53",

@@ -43,7 +43,7 @@ def test_a_missing_package_is_reported_with_the_command_that_installs_it() -> No
 
 def test_a_too_old_torch_is_reported_with_its_version_and_the_fix() -> None:
     text = report(check_environment(_importer(versions={"torch": "2.1.0+cu118"})))
-    assert "❌ torch 2.1.0+cu118 is too old: 2.6 or newer is needed" in text
+    assert "❌ torch 2.1.0+cu118 is too old: 2.13 or newer is needed" in text
     assert "fix: pip install 'torch==2.13.0'" in text
 
 
