@@ -28,6 +28,7 @@ from reference_impl.checkpointing import (
     is_gradient_checkpointing,
     set_gradient_checkpointing,
 )
+from reference_impl.workbook.envcheck import differences_from_pin
 from reference_impl.workbook.measure import HookCalls, PeakMemory
 from reference_impl.workbook.models import GatedBlock
 
@@ -854,6 +855,10 @@ def test_version_guard_what_transformers_layer_checkpoints_and_which_cache_it_dr
         "Update LAYER_BEHAVIOUR, reference_impl/checkpointing.py's NOTE, the README and lesson 01."
     )
     assert Theirs.gradient_checkpointing is False
+    # envcheck names these differences for lesson 01 exactly on the lines that have them
+    notes = [d.what for d in differences_from_pin(str(TF_VERSION)) if d.lesson == "01"]
+    assert any("checkpoints forward" in n for n in notes) == (target == "forward"), notes
+    assert any("take the cache as cache=" in n for n in notes) == (dropped == ["cache"]), notes
 
 
 @pytest.mark.oracle

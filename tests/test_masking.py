@@ -431,3 +431,7 @@ def test_version_guard_mask_builders_take_the_cache_as_cache_from_5_24():
         f"transformers {transformers.__version__}: create_causal_mask takes {names}; expected {expected!r} "
         "(5.24 renamed past_key_values to cache). Update the README's compatibility table (lesson 06)."
     )
+    from reference_impl.workbook.envcheck import differences_from_pin
+
+    notes = [d.what for d in differences_from_pin(transformers.__version__) if d.lesson == "06"]
+    assert any("take cache=" in n for n in notes) == (expected == "cache"), notes

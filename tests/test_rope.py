@@ -421,6 +421,10 @@ def test_version_guard_longrope_switch_keeps_the_inv_freq_address_from_5_23():
         f"transformers {transformers.__version__}: inv_freq kept its address {same_address}; 5.23 made the "
         "LongRoPE switch copy in place. Update the README's compatibility table (lesson 04)."
     )
+    from reference_impl.workbook.envcheck import differences_from_pin
+
+    notes = [d.what for d in differences_from_pin(transformers.__version__) if d.lesson == "04"]
+    assert any("in place" in n for n in notes) == same_address["theirs"], notes
 
 
 @pytest.mark.oracle
