@@ -558,6 +558,19 @@ def test_without_grad_a_training_layer_neither_checkpoints_nor_drops_the_cache(t
     assert len(layer._gradient_checkpointing_func.calls) == 1
 
 
+@pytest.mark.parametrize("policy", ["full", "sqrt", "selective"])
+def test_without_grad_every_policy_gives_the_plain_output_and_training_still_works(policy: str) -> None:
+    model = gated_stack(9)
+    x = torch.randn(B, C)
+    plain = model(x)
+    set_gradient_checkpointing(model, True, policy=policy)
+    with torch.no_grad():
+        without_grad = model(x)
+    with_grad = model(x)
+    with_grad.sum().backward()
+    assert torch.equal(without_grad, plain) and torch.equal(with_grad, plain)
+
+
 def test_the_5_24_cache_keyword_is_dropped_too() -> None:
     class NewCachingBlock(GradientCheckpointingLayer):
         def __init__(self) -> None:
