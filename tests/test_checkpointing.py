@@ -542,6 +542,24 @@ def test_only_the_outermost_checkpoint_applies(target: str) -> None:
     )
 
 
+class WrappedAgain(GatedBlock):
+    """A subclass whose own forward is wrapped again by __init_subclass__ (as FSDP2's `FSDPGatedBlock` would be)."""
+
+    def forward(self, hidden_states):
+        return super().forward(hidden_states)
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_a_subclass_wrapped_twice_checkpoints_once(target: str) -> None:
+    layer = WrappedAgain(C).train()
+    set_gradient_checkpointing(layer, True, checkpoint_target=target)
+    layer._gradient_checkpointing_func = counting(layer._gradient_checkpointing_func)
+    with HookCalls([layer]) as calls:
+        layer(torch.randn(B, C, requires_grad=True)).sum().backward()
+    assert len(layer._gradient_checkpointing_func.calls) == 1
+    assert calls.counts == [1 if target == "forward" else 2]
+
+
 @pytest.mark.parametrize("target", ["forward", "__call__"])
 def test_without_grad_a_training_layer_neither_checkpoints_nor_drops_the_cache(target: str) -> None:
     layer = CachingBlock().train()
