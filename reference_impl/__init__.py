@@ -25,7 +25,13 @@ from reference_impl.attention import (
 from reference_impl.checkpoint_policies import POLICIES
 from reference_impl.checkpointing import (
     GradientCheckpointingLayer,
+    activation_checkpointing_disable,
+    activation_checkpointing_enable,
+    gradient_checkpointing_disable,
+    gradient_checkpointing_enable,
+    is_activation_checkpointing,
     is_checkpointable_layer,
+    is_gradient_checkpointing,
     set_gradient_checkpointing,
 )
 from reference_impl.chunking import ChunkingProbe, apply_chunking_to_forward, probe_chunking_safety
@@ -80,6 +86,13 @@ TRANSFORMERS_NAMES: tuple[str, ...] = (
     "prune_heads",
     # transformers.modeling_layers
     "GradientCheckpointingLayer",
+    # PreTrainedModel's checkpointing entry points, as functions of the model (activation_*: 5.23+)
+    "activation_checkpointing_disable",
+    "activation_checkpointing_enable",
+    "gradient_checkpointing_disable",
+    "gradient_checkpointing_enable",
+    "is_activation_checkpointing",
+    "is_gradient_checkpointing",
     # transformers.utils.generic
     "GeneralInterface",
     # transformers.modeling_utils, transformers.integrations.sdpa_attention, models' modeling files

@@ -1,7 +1,8 @@
 """Gradient checkpointing: keep a layer's input, drop what it computed, recompute it during backward.
 
 Mirrors transformers.modeling_layers.GradientCheckpointingLayer and PreTrainedModel.gradient_checkpointing_enable /
-_set_gradient_checkpointing (transformers 5.22; 4.53-5.22 share the layer's semantics). Taught in
+_set_gradient_checkpointing (transformers 5.22; 4.53-5.22 share the layer's semantics), and the names and layer
+behaviour of transformers 5.23-5.25 where those differ (see NOTE [ transformers 5.23 and 5.24 ]). Taught in
 lessons/01_checkpointing_tradeoffs.ipynb. The policies beyond "every layer" (every k-th layer, sqrt(L) segments,
 selective) live in reference_impl/checkpoint_policies.py.
 
@@ -40,6 +41,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -49,16 +51,23 @@ __all__ = [
     "CACHE_WARNINGS_GIVEN",
     "CHECKPOINT_TARGETS",
     "GradientCheckpointingLayer",
+    "activation_checkpointing_disable",
+    "activation_checkpointing_enable",
+    "gradient_checkpointing_disable",
+    "gradient_checkpointing_enable",
+    "is_activation_checkpointing",
     "is_checkpointable_layer",
+    "is_gradient_checkpointing",
     "set_gradient_checkpointing",
 ]
 
 #: Layer class names whose cache warning was given since the last `set_gradient_checkpointing(enable=True)`.
 CACHE_WARNINGS_GIVEN: set[str] = set()
 
-# The keyword arguments by which a layer receives a KV cache (transformers 5.22 names; 4.x also had the singular
-# "past_key_value"). Under checkpointing they are set to None: the recompute would write the cache a second time.
-_CACHE_KWARGS = ("past_key_values", "layer_past")
+# The keyword arguments by which a layer receives a KV cache: "cache" (transformers 5.24+), "past_key_values"
+# (4.x-5.23, deprecated until 5.40), "layer_past" (GPT-2 in 4.x). Under checkpointing they are set to None: the
+# recompute would write the cache a second time.
+_CACHE_KWARGS = ("cache", "past_key_values", "layer_past")
 
 #: What a checkpoint can wrap: the layer's `forward` (module hooks run once, outside the checkpoint; transformers
 #: 5.23+) or its whole `__call__` (hooks run inside, and again in the recompute; transformers 4.53-5.22).
@@ -71,8 +80,9 @@ class GradientCheckpointingLayer(nn.Module):
     When `self.gradient_checkpointing` is True and the layer is in training mode, a call
     `layer(*args, **kwargs)` becomes `self._gradient_checkpointing_func(partial(layer_call, **kwargs), *args)`:
     only the positional arguments are inputs of the checkpoint, the keyword arguments are frozen into the function.
-    Before that, `use_cache=True` becomes False and a cache passed as `past_key_values=`/`layer_past=` becomes None
-    (unless the class sets `_can_checkpoint_with_cache`), with one warning. In eval mode nothing happens.
+    Before that, `use_cache=True` becomes False and a cache passed as `cache=`/`past_key_values=`/`layer_past=`
+    becomes None (unless the class sets `_can_checkpoint_with_cache`), with one warning. In eval mode, and when
+    gradients are disabled (`torch.no_grad()`: no backward, nothing to recompute), nothing happens.
 
     Warning:
         Under `use_reentrant=True`, a tensor that needs a gradient must be passed positionally:
@@ -109,6 +119,7 @@ class GradientCheckpointingLayer(nn.Module):
         return (
             self.gradient_checkpointing
             and self.training
+            and torch.is_grad_enabled()
             and self.checkpoint_target == target
             and not inside_checkpoint()
         )
@@ -287,3 +298,72 @@ def set_gradient_checkpointing(
         ):
             model.enable_input_require_grads()
     return flags
+
+
+# The entry points under transformers' names (methods of PreTrainedModel there, functions of the model here):
+# `activation_checkpointing_*` since 5.23, `gradient_checkpointing_*` before (deprecated aliases in 5.23+ until v6).
+
+
+def activation_checkpointing_enable(
+    model: nn.Module,
+    activation_checkpointing_kwargs: Mapping[str, Any] | None = None,
+    every_n_layers: int = 1,
+    *,
+    policy: str = "full",
+    segment_length: int | None = None,
+    checkpoint_target: str | None = None,
+) -> list[bool]:
+    """`model.activation_checkpointing_enable(...)` of transformers 5.23+: `set_gradient_checkpointing(model, True, ...)`.
+
+    transformers' `offload` argument (keep the saved inputs in host memory) is not re-implemented.
+    """
+    return set_gradient_checkpointing(
+        model,
+        True,
+        activation_checkpointing_kwargs,
+        every_n_layers,
+        policy=policy,
+        segment_length=segment_length,
+        checkpoint_target=checkpoint_target,
+    )
+
+
+def activation_checkpointing_disable(model: nn.Module) -> None:
+    """`model.activation_checkpointing_disable()` of transformers 5.23+: every layer's flag off."""
+    set_gradient_checkpointing(model, False)
+
+
+def is_activation_checkpointing(model: nn.Module) -> bool:
+    """`model.is_activation_checkpointing` of transformers 5.23+: does any module of `model` checkpoint?"""
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+
+
+def gradient_checkpointing_enable(
+    model: nn.Module,
+    gradient_checkpointing_kwargs: Mapping[str, Any] | None = None,
+    every_n_layers: int = 1,
+    *,
+    policy: str = "full",
+    segment_length: int | None = None,
+    checkpoint_target: str | None = None,
+) -> list[bool]:
+    """`model.gradient_checkpointing_enable(...)` of transformers <= 5.22 (an alias of
+    `activation_checkpointing_enable` in 5.23+, deprecated there until v6)."""
+    return activation_checkpointing_enable(
+        model,
+        gradient_checkpointing_kwargs,
+        every_n_layers,
+        policy=policy,
+        segment_length=segment_length,
+        checkpoint_target=checkpoint_target,
+    )
+
+
+def gradient_checkpointing_disable(model: nn.Module) -> None:
+    """`model.gradient_checkpointing_disable()` of transformers <= 5.22 (`activation_checkpointing_disable`)."""
+    activation_checkpointing_disable(model)
+
+
+def is_gradient_checkpointing(model: nn.Module) -> bool:
+    """`model.is_gradient_checkpointing` of transformers <= 5.22 (`is_activation_checkpointing`)."""
+    return is_activation_checkpointing(model)

@@ -6,6 +6,7 @@ and without checkpointing. The bytes autograd keeps are counted exactly with `re
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -19,9 +20,16 @@ from reference_impl.checkpoint_policies import segment_size
 from reference_impl.checkpointing import (
     CACHE_WARNINGS_GIVEN,
     GradientCheckpointingLayer,
+    activation_checkpointing_disable,
+    activation_checkpointing_enable,
+    gradient_checkpointing_disable,
+    gradient_checkpointing_enable,
+    is_activation_checkpointing,
+    is_gradient_checkpointing,
     set_gradient_checkpointing,
 )
-from reference_impl.workbook.measure import PeakMemory
+from reference_impl.workbook.envcheck import differences_from_pin
+from reference_impl.workbook.measure import HookCalls, PeakMemory
 from reference_impl.workbook.models import GatedBlock
 
 B, C = 8, 4
@@ -469,6 +477,160 @@ def test_segment_size_is_round_sqrt() -> None:
     assert [segment_size(n) for n in (1, 2, 4, 12, 16, 24, 36)] == [1, 1, 2, 3, 4, 5, 6]
 
 
+# ---------------------------------------------------------------------------------------------------- since 5.23
+# What transformers 5.23/5.24 changed, on our side (the version guards below assert each transformers line).
+
+
+def counting(func):
+    """`func` (a layer's checkpoint function) that appends to `.calls` each time it checkpoints."""
+
+    def wrapper(*args, **kwargs):
+        wrapper.calls.append(1)
+        return func(*args, **kwargs)
+
+    wrapper.calls = []
+    return wrapper
+
+
+@pytest.mark.parametrize(("target", "per_step"), [("forward", 1), ("__call__", 2)])
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_hooks_run_once_per_step_around_forward_and_twice_around_call(target, per_step, reentrant) -> None:
+    model = gated_stack(3)
+    x = torch.randn(B, C)
+    loss0, grads0 = loss_and_grads(model, x)
+    set_gradient_checkpointing(model, True, {"use_reentrant": reentrant}, checkpoint_target=target)
+    with HookCalls(model) as calls:
+        loss1, grads1 = loss_and_grads(model, x)
+    assert calls.counts == [per_step] * 3, (
+        f"checkpoint_target={target!r}: hook calls per layer {calls.counts}"
+    )
+    assert torch.equal(loss0, loss1)
+    assert all(torch.equal(a, b) for a, b in zip(grads0, grads1, strict=True))
+
+
+def test_without_checkpointing_hooks_run_once_per_step() -> None:
+    model = gated_stack(3)
+    with HookCalls(model) as calls:
+        loss_and_grads(model, torch.randn(B, C))
+    assert calls.counts == [1, 1, 1]
+
+
+class Outer(GradientCheckpointingLayer):
+    """A checkpointable layer that holds another one (e.g. a block inside a checkpointed segment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = GatedBlock(C)
+
+    def forward(self, hidden_states):
+        return self.inner(hidden_states) * 2
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_only_the_outermost_checkpoint_applies(target: str) -> None:
+    model = Outer().train()
+    set_gradient_checkpointing(model, True, checkpoint_target=target)
+    model._gradient_checkpointing_func = counting(model._gradient_checkpointing_func)
+    model.inner._gradient_checkpointing_func = counting(model.inner._gradient_checkpointing_func)
+    model(torch.randn(B, C, requires_grad=True)).sum().backward()
+    assert (
+        len(model._gradient_checkpointing_func.calls),
+        len(model.inner._gradient_checkpointing_func.calls),
+    ) == (
+        1,
+        0,
+    )
+
+
+class WrappedAgain(GatedBlock):
+    """A subclass whose own forward is wrapped again by __init_subclass__ (as FSDP2's `FSDPGatedBlock` would be)."""
+
+    def forward(self, hidden_states):
+        return super().forward(hidden_states)
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_a_subclass_wrapped_twice_checkpoints_once(target: str) -> None:
+    layer = WrappedAgain(C).train()
+    set_gradient_checkpointing(layer, True, checkpoint_target=target)
+    layer._gradient_checkpointing_func = counting(layer._gradient_checkpointing_func)
+    with HookCalls([layer]) as calls:
+        layer(torch.randn(B, C, requires_grad=True)).sum().backward()
+    assert len(layer._gradient_checkpointing_func.calls) == 1
+    assert calls.counts == [1 if target == "forward" else 2]
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_without_grad_a_training_layer_neither_checkpoints_nor_drops_the_cache(target: str) -> None:
+    layer = CachingBlock().train()
+    set_gradient_checkpointing(layer, True, checkpoint_target=target)
+    layer._gradient_checkpointing_func = counting(layer._gradient_checkpointing_func)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(B, C), past_key_values=["cache"], use_cache=True)
+    assert layer.seen == [(True, ["cache"])]
+    assert layer._gradient_checkpointing_func.calls == []
+    with pytest.warns(UserWarning, match="Caching is incompatible"):  # with grad: checkpointed, cache dropped
+        layer(torch.randn(B, C), past_key_values=["cache"], use_cache=True)
+    assert layer.seen[-1] == (False, None)
+    assert len(layer._gradient_checkpointing_func.calls) == 1
+
+
+@pytest.mark.parametrize("policy", ["full", "sqrt", "selective"])
+def test_without_grad_every_policy_gives_the_plain_output_and_training_still_works(policy: str) -> None:
+    model = gated_stack(9)
+    x = torch.randn(B, C)
+    plain = model(x)
+    set_gradient_checkpointing(model, True, policy=policy)
+    with torch.no_grad():
+        without_grad = model(x)
+    with_grad = model(x)
+    with_grad.sum().backward()
+    assert torch.equal(without_grad, plain) and torch.equal(with_grad, plain)
+
+
+def test_the_5_24_cache_keyword_is_dropped_too() -> None:
+    class NewCachingBlock(GradientCheckpointingLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(C, C)
+            self.seen: list[object] = []
+
+        def forward(self, hidden_states, cache=None, use_cache=False):
+            self.seen.append((use_cache, cache))
+            return self.linear(hidden_states)
+
+    layer = NewCachingBlock().train()
+    set_gradient_checkpointing(layer, True)
+    with pytest.warns(UserWarning, match=r"Setting `use_cache=False`, `cache=None`\.$"):
+        layer(torch.randn(B, C, requires_grad=True), cache=["a cache"], use_cache=True)
+    assert layer.seen == [(False, None)]
+
+
+@pytest.mark.parametrize(
+    ("enable", "disable", "is_on"),
+    [
+        (activation_checkpointing_enable, activation_checkpointing_disable, is_activation_checkpointing),
+        (gradient_checkpointing_enable, gradient_checkpointing_disable, is_gradient_checkpointing),
+    ],
+    ids=["activation_checkpointing (5.23+)", "gradient_checkpointing (<= 5.22)"],
+)
+def test_both_names_of_the_entry_points_do_what_set_gradient_checkpointing_does(
+    enable, disable, is_on
+) -> None:
+    model = gated_stack(4)
+    assert not is_on(model)
+    flags = enable(model, {"use_reentrant": True}, 2, checkpoint_target="__call__")
+    assert flags == [True, False, True, False]
+    assert is_on(model)
+    assert [layer.checkpoint_target for layer in model] == ["__call__"] * 4
+    assert model[0]._gradient_checkpointing_func.keywords == {"use_reentrant": True}
+    assert set_gradient_checkpointing(gated_stack(4), True, {"use_reentrant": True}, 2) == flags
+    disable(model)
+    assert not is_on(model)
+    assert [layer.gradient_checkpointing for layer in model] == [False] * 4
+
+
 # ---------------------------------------------------------------------------------------------------- oracle
 
 transformers = pytest.importorskip("transformers")
@@ -543,8 +705,8 @@ def test_flags_per_layer_match_transformers_every_n_layers(k: int) -> None:
     ours = set_gradient_checkpointing(model, True, every_n_layers=k)
     assert ours == [i % k == 0 for i in range(4)]
     if TF_VERSION >= Version("5.18"):
-        model.gradient_checkpointing_disable()
-        model.gradient_checkpointing_enable({"use_reentrant": False}, every_n_layers=k)
+        disable_theirs(model)
+        enable_theirs(model, {"use_reentrant": False}, every_n_layers=k)
         assert [layer.gradient_checkpointing for layer in model.model.layers] == ours
 
 
@@ -554,9 +716,9 @@ def test_with_dropout_ours_equals_transformers_and_replays_the_masks(reentrant: 
     labels, embeds = torch.randint(0, 64, (2, 10)), torch.randn(2, 10, 32)
     model = tiny_model("gpt2", dropout=0.1)
     _, plain = model_loss_and_grads(model, embeds, labels)
-    model.gradient_checkpointing_enable({"use_reentrant": reentrant})
+    enable_theirs(model, {"use_reentrant": reentrant})
     _, theirs = model_loss_and_grads(model, embeds, labels)
-    model.gradient_checkpointing_disable()
+    disable_theirs(model)
     set_gradient_checkpointing(model, True, {"use_reentrant": reentrant})
     _, ours = model_loss_and_grads(model, embeds, labels)
     set_gradient_checkpointing(model, True, {"use_reentrant": reentrant, "preserve_rng_state": False})
@@ -616,7 +778,7 @@ def test_real_model_in_training_drops_the_cache() -> None:
 @pytest.mark.oracle
 def test_version_guard_default_use_reentrant() -> None:
     model = tiny_model("llama")
-    model.gradient_checkpointing_enable()
+    enable_theirs(model)
     default = model.model.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"]
     expected = TF_VERSION.major < 5
     assert default is expected, (
@@ -625,22 +787,145 @@ def test_version_guard_default_use_reentrant() -> None:
     )
 
 
+# What transformers' GradientCheckpointingLayer does on each line (README's compatibility table, lesson 01's "since
+# 5.23" section): (what it checkpoints, the cache keyword it sets to None, whether it checkpoints without grad).
+LAYER_BEHAVIOUR = {
+    "4.53-5.22": ("__call__", "past_key_values", True),
+    "5.23": ("forward", "past_key_values", True),
+    "5.24+": ("forward", "cache", False),
+}
+
+
+def transformers_line() -> str:
+    if TF_VERSION < Version("5.23"):
+        return "4.53-5.22"
+    return "5.23" if TF_VERSION < Version("5.24") else "5.24+"
+
+
+def enable_theirs(model: nn.Module, kwargs: dict | None = None, **options) -> None:
+    """transformers' own entry point: `activation_checkpointing_enable` from 5.23 (the old name warns there)."""
+    if TF_VERSION >= Version("5.23"):
+        model.activation_checkpointing_enable(kwargs, **options)
+    else:
+        model.gradient_checkpointing_enable(kwargs, **options)
+
+
+def disable_theirs(model: nn.Module) -> None:
+    if TF_VERSION >= Version("5.23"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+class OursLlamaDecoderLayer(
+    GradientCheckpointingLayer, transformers.models.llama.modeling_llama.LlamaDecoderLayer
+):
+    """transformers' Llama layer with our checkpointing mixed in (ours comes first, so ours decides)."""
+
+
 @pytest.mark.oracle
-def test_version_guard_gradient_checkpointing_layer_overrides_call() -> None:
+@pytest.mark.parametrize("side", ["transformers", "ours, forward", "ours, __call__"])
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_hook_calls_per_layer_per_step_on_this_transformers_line(side: str, reentrant: bool) -> None:
+    """Ours: once around forward, twice around __call__, on every line. transformers: twice up to 5.22, then once."""
+    model = tiny_model("llama")
+    ids = torch.randint(0, 64, (2, 8))
+    model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    if side == "transformers":
+        enable_theirs(model, {"use_reentrant": reentrant})
+        expected = 2 if LAYER_BEHAVIOUR[transformers_line()][0] == "__call__" else 1
+    else:
+        for layer in model.model.layers:
+            layer.__class__ = OursLlamaDecoderLayer
+        target = side.split(", ")[1]
+        set_gradient_checkpointing(model, True, {"use_reentrant": reentrant}, checkpoint_target=target)
+        expected = 2 if target == "__call__" else 1
+    with HookCalls(model.model.layers) as calls:
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+    assert calls.counts == [expected] * 4, (
+        f"transformers {TF_VERSION}, {side}: hook calls per layer per step {calls.counts}, expected {expected}. "
+        "If transformers moved: update LAYER_BEHAVIOUR, the README's compatibility table and lesson 01's "
+        "'since 5.23' section."
+    )
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.oracle
+def test_version_guard_what_transformers_layer_checkpoints_and_which_cache_it_drops() -> None:
+    from torch.utils.checkpoint import checkpoint
     from transformers.modeling_layers import GradientCheckpointingLayer as Theirs
 
-    assert "__call__" in vars(Theirs), (
-        f"transformers {TF_VERSION}: GradientCheckpointingLayer no longer overrides __call__ (5.23 moved the logic "
-        "into a wrapped forward; 5.24 also renamed past_key_values to cache). Update reference_impl/checkpointing.py "
-        "and the lesson."
+    class TheirCachingBlock(Theirs):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(C, C)
+            self.seen: list[dict] = []
+
+        def forward(self, hidden_states, **kwargs):
+            self.seen.append(kwargs)
+            return self.linear(hidden_states)
+
+    layer = TheirCachingBlock().train()
+    layer.gradient_checkpointing = True
+    layer._gradient_checkpointing_func = counting(functools.partial(checkpoint, use_reentrant=False))
+    with torch.no_grad():
+        layer(torch.randn(B, C), cache="c", past_key_values="p", use_cache=True)
+    without_grad = bool(layer._gradient_checkpointing_func.calls)
+    layer.seen.clear()
+    layer(torch.randn(B, C, requires_grad=True), cache="c", past_key_values="p", use_cache=True)
+    dropped = [name for name in ("cache", "past_key_values") if layer.seen[0][name] is None]
+    target = "__call__" if "__call__" in vars(Theirs) else "forward"
+    line = transformers_line()
+    assert (target, *dropped, without_grad) == LAYER_BEHAVIOUR[line], (
+        f"transformers {TF_VERSION}: GradientCheckpointingLayer checkpoints {target}, sets {dropped} to None, "
+        f"checkpoints without grad: {without_grad}; expected {LAYER_BEHAVIOUR[line]} for {line} "
+        "(5.23 wraps forward, 5.24 renames past_key_values to cache and skips checkpointing without grad). "
+        "Update LAYER_BEHAVIOUR, reference_impl/checkpointing.py's NOTE, the README and lesson 01."
     )
     assert Theirs.gradient_checkpointing is False
+    # envcheck names these differences for lesson 01 exactly on the lines that have them
+    notes = [d.what for d in differences_from_pin(str(TF_VERSION)) if d.lesson == "01"]
+    assert any("checkpoints forward" in n for n in notes) == (target == "forward"), notes
+    assert any("take the cache as cache=" in n for n in notes) == (dropped == ["cache"]), notes
+
+
+@pytest.mark.oracle
+def test_version_guard_entry_point_names() -> None:
+    model = tiny_model("llama")
+    has_new = all(
+        hasattr(model, name)
+        for name in (
+            "activation_checkpointing_enable",
+            "activation_checkpointing_disable",
+            "is_activation_checkpointing",
+        )
+    )
+    assert has_new == (TF_VERSION >= Version("5.23")), (
+        f"transformers {TF_VERSION}: activation_checkpointing_* present={has_new}; added in 5.23"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+        on = model.is_gradient_checkpointing
+    deprecated = any(issubclass(w.category, FutureWarning) and "v6" in str(w.message) for w in caught)
+    assert on and is_gradient_checkpointing(model) and is_activation_checkpointing(model)
+    assert deprecated == has_new, (
+        f"transformers {TF_VERSION}: gradient_checkpointing_enable deprecated={deprecated}; 5.23 made it an alias "
+        "of activation_checkpointing_enable (FutureWarning, removal in v6)"
+    )
+    gradient_checkpointing_disable(model)
+    assert not is_activation_checkpointing(model)
+    if has_new:
+        assert not model.is_activation_checkpointing
 
 
 @pytest.mark.oracle
 def test_transformers_without_use_reentrant_falls_back_to_reentrant_with_a_warning() -> None:
     model = tiny_model("llama")
-    model.gradient_checkpointing_enable({"preserve_rng_state": True})
+    enable_theirs(model, {"preserve_rng_state": True})
     assert "use_reentrant" not in model.model.layers[0]._gradient_checkpointing_func.keywords
     ids = torch.randint(0, 64, (1, 6))
     with pytest.warns(UserWarning, match="use_reentrant parameter should be passed explicitly"):

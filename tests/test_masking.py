@@ -515,3 +515,22 @@ def test_bidirectional_skip_equals_transformers(
         assert (ours_e is None) == (theirs_e is None)
         if ours_e is not None:
             assert ours_e.dtype == theirs_e.dtype and torch.equal(ours_e, theirs_e.expand_as(ours_e))
+
+
+@pytest.mark.oracle
+def test_version_guard_mask_builders_take_the_cache_as_cache_from_5_24():
+    """5.24 renamed the builders' `past_key_values` to `cache` (the old keyword still accepted until 5.40)."""
+    import transformers
+    from transformers import masking_utils
+
+    names = list(inspect.signature(masking_utils.create_causal_mask).parameters)
+    expected = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+    # the cache comes right before position_ids (5.24+ appends the deprecated past_key_values at the end)
+    assert names[names.index("position_ids") - 1] == expected, (
+        f"transformers {transformers.__version__}: create_causal_mask takes {names}; expected {expected!r} "
+        "(5.24 renamed past_key_values to cache). Update the README's compatibility table (lesson 06)."
+    )
+    from reference_impl.workbook.envcheck import differences_from_pin
+
+    notes = [d.what for d in differences_from_pin(transformers.__version__) if d.lesson == "06"]
+    assert any("take cache=" in n for n in notes) == (expected == "cache"), notes

@@ -47,3 +47,25 @@ def test_readme_has_no_unfilled_placeholders() -> None:
     text = (ROOT / "README.md").read_text()
     for placeholder in ("LESSON_ROWS", "REEXPORT_TABLE", "COMPAT_TABLE", "STUDENT_SECTION", "LESSON_TIME_"):
         assert placeholder not in text, f"README.md still has the placeholder {placeholder}"
+
+
+def _noxfile():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("noxfile", ROOT / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_matrix_command_runs_one_nox_session_per_proven_transformers_line() -> None:
+    from reference_impl.workbook.envcheck import PINNED_TORCH, PINNED_TRANSFORMERS
+
+    noxfile = _noxfile()
+    assert _block("compat-command").endswith("-m nox"), "CI's matrix block must run every nox session"
+    assert noxfile.LINES["pin"] == PINNED_TRANSFORMERS
+    assert noxfile.TORCH == PINNED_TORCH
+    assert set(noxfile.nox.options.sessions) == set(noxfile.LINES) == {"tf4", "pin", "latest"}
+    readme = (ROOT / "README.md").read_text()
+    for version in noxfile.LINES.values():
+        assert version in readme, f"README.md does not name transformers {version}, a line CI proves"

@@ -467,10 +467,45 @@ def test_version_guard_config_keys():
 
 
 @pytest.mark.oracle
+def test_version_guard_longrope_switch_keeps_the_inv_freq_address_from_5_23():
+    """5.23 switches LongRoPE's `inv_freq` in place (CUDA graphs replay from one address); ours, as <= 5.22, rebinds
+    it. (The dynamic-NTK growth still registers a new buffer in 5.25.)"""
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding as Theirs
+
+    lists = {"short_factor": [1.0] * 16, "long_factor": [1.0 + 0.5 * i for i in range(16)]}
+    config = hf_config(
+        {"rope_type": "longrope", **lists},
+        model="phi3",
+        max_position_embeddings=128,
+        original_max_position_embeddings=32,
+    )
+    same_address = {}
+    for side, module in (("ours", RotaryEmbedding(config)), ("theirs", Theirs(config))):
+        module(torch.zeros(1), torch.arange(8)[None])  # short factors
+        before, old = module.inv_freq.data_ptr(), module.inv_freq.clone()
+        module(torch.zeros(1), torch.arange(40)[None])  # past 32 positions: the long factors
+        assert not torch.equal(module.inv_freq, old), side
+        same_address[side] = module.inv_freq.data_ptr() == before
+    in_place = Version(transformers.__version__) >= Version("5.23")
+    assert same_address == {"ours": False, "theirs": in_place}, (
+        f"transformers {transformers.__version__}: inv_freq kept its address {same_address}; 5.23 made the "
+        "LongRoPE switch copy in place. Update the README's compatibility table (lesson 04)."
+    )
+    from reference_impl.workbook.envcheck import differences_from_pin
+
+    notes = [d.what for d in differences_from_pin(transformers.__version__) if d.lesson == "04"]
+    assert any("in place" in n for n in notes) == same_address["theirs"], notes
+
+
+@pytest.mark.oracle
 def test_version_guard_apply_rotary_pos_emb_dropped_position_ids_in_v5():
     from transformers.models.llama import modeling_llama as ml
 
-    names = list(inspect.signature(ml.apply_rotary_pos_emb).parameters)
+    theirs = ml.apply_rotary_pos_emb
+    if isinstance(theirs, torch.nn.Module):
+        # with `kernels` installed (a dependency from transformers 5.25 on) the hub decorator makes it a module
+        theirs = theirs.forward
+    names = list(inspect.signature(theirs).parameters)
     if V5:
         assert names == ["q", "k", "cos", "sin", "unsqueeze_dim"], (
             f"transformers {transformers.__version__} changed apply_rotary_pos_emb's signature to {names}"

@@ -16,11 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["REQUIREMENTS", "Finding", "Requirement", "check_environment", "main", "report"]
+__all__ = [
+    "REQUIREMENTS",
+    "VERSION_DIFFERENCES",
+    "Finding",
+    "Requirement",
+    "VersionDifference",
+    "check_environment",
+    "differences_from_pin",
+    "main",
+    "report",
+]
 
 # The transformers release the lessons and oracle tests are proven against (see README).
 PINNED_TRANSFORMERS = "5.22.2"
-# The torch build the README installs (CPU); any torch >= MIN works.
+# The torch build the README installs (CPU); the package requires the 2.13 series (pyproject.toml).
 PINNED_TORCH = "2.13.0"
 
 
@@ -47,7 +57,7 @@ class Finding:
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
-    Requirement("torch", "2.6", f"pip install 'torch=={PINNED_TORCH}'", "every lesson"),
+    Requirement("torch", "2.13", f"pip install 'torch=={PINNED_TORCH}'", "every lesson"),
     Requirement(
         "transformers",
         "4.53",
@@ -59,6 +69,88 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("ipywidgets", "8.1", "pip install 'ipywidgets>=8.1'", "the interactive panels"),
     Requirement("tqdm", "4.66", "pip install 'tqdm>=4.66'", "progress bars"),
 )
+
+
+@dataclass(frozen=True)
+class VersionDifference:
+    """Something a range of transformers releases does differently from the lessons' pin, and the lesson it touches.
+
+    It applies to a release `v` with `since <= v < before` (a bound that is None is open). Each is asserted, line
+    by line, by a version-guard test (`pytest -m oracle`; see the README's compatibility table).
+    """
+
+    lesson: str
+    what: str
+    since: str | None = None
+    before: str | None = None
+
+    def applies_to(self, version: str) -> bool:
+        v = _version_tuple(version)
+        return (self.since is None or v >= _version_tuple(self.since)) and (
+            self.before is None or v < _version_tuple(self.before)
+        )
+
+
+VERSION_DIFFERENCES: tuple[VersionDifference, ...] = (
+    VersionDifference(
+        "01", "gradient checkpointing defaults to use_reentrant=True (5.x: False)", before="5.0"
+    ),
+    VersionDifference(
+        "04",
+        "RoPE is configured by rope_scaling and rope_theta (5.x: rope_parameters); "
+        "ROPE_INIT_FUNCTIONS still has 'default'",
+        before="5.0",
+    ),
+    VersionDifference(
+        "05",
+        "prune_heads, prune_conv1d_layer, find_pruneable_heads_and_indices and head_mask still exist "
+        "(5.0 removed them)",
+        before="5.0",
+    ),
+    VersionDifference(
+        "06",
+        "sdpa_mask takes cache_position (5.x: q_length and q_offset) and draws the empty-cache prefill mask",
+        before="5.0",
+    ),
+    VersionDifference(
+        "01",
+        "GradientCheckpointingLayer checkpoints forward, not __call__: module hooks run once per step, not twice",
+        since="5.23",
+    ),
+    VersionDifference(
+        "01",
+        "the entry points are activation_checkpointing_enable/_disable and is_activation_checkpointing; "
+        "gradient_checkpointing_* warn (FutureWarning, removal in v6)",
+        since="5.23",
+    ),
+    VersionDifference(
+        "04", "LongRoPE switches inv_freq in place (one address for CUDA graphs)", since="5.23"
+    ),
+    VersionDifference(
+        "01",
+        "layers take the cache as cache= (past_key_values deprecated until 5.40); "
+        "no checkpointing while gradients are off",
+        since="5.24",
+    ),
+    VersionDifference(
+        "06",
+        "create_causal_mask and its siblings take cache= (past_key_values deprecated until 5.40)",
+        since="5.24",
+    ),
+    VersionDifference(
+        "04",
+        "apply_rotary_pos_emb is a module of the kernels package (same numbers)",
+        since="5.25",
+    ),
+)
+
+
+def differences_from_pin(version: str) -> list[VersionDifference]:
+    """What transformers `version` does differently from the lessons' pin, in lesson order."""
+    if version == PINNED_TRANSFORMERS:
+        return []
+    found = [d for d in VERSION_DIFFERENCES if d.applies_to(version)]
+    return sorted(found, key=lambda d: d.lesson)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -145,6 +237,19 @@ def check_environment(importer: Callable[[str], ModuleType] = importlib.import_m
     else:
         findings.append(Finding("python", True, f"Python {py.major}.{py.minor}.{py.micro}"))
     findings.extend(_check_one(req, importer) for req in REQUIREMENTS)
+    try:
+        transformers_version = str(importer("transformers").__version__)
+    except Exception:
+        transformers_version = PINNED_TRANSFORMERS  # its absence is already reported above
+    findings.extend(
+        Finding(
+            f"lesson {d.lesson}",
+            True,
+            f"lesson {d.lesson}: transformers {transformers_version}: {d.what}",
+            warning=True,
+        )
+        for d in differences_from_pin(transformers_version)
+    )
     try:
         torch = importer("torch")
         if torch.cuda.is_available():

@@ -15,6 +15,7 @@ Taught in every lesson that has a "Measure the tradeoff" section (first in lesso
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import platform
 import statistics
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
+    "HookCalls",
     "PeakMemory",
     "SavedTensors",
     "gpu_peak_memory",
@@ -101,6 +104,50 @@ class SavedTensors:
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:
     return t
+
+
+class HookCalls:
+    """Counts how often a forward pre-hook fires on each of `modules` while the context is active.
+
+    A stand-in for the hooks a framework attaches to layers (FSDP2 all-gathers a layer's parameters in one): a hook
+    that sits inside a checkpoint runs again when backward recomputes the layer; one outside runs once per step.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> with HookCalls([layer]) as calls:
+        ...     _ = layer(torch.randn(1, 2))
+        ...     _ = layer(torch.randn(1, 2))
+        >>> calls.counts
+        [2]
+    """
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self.modules = list(modules)
+        if not self.modules:
+            raise ValueError(
+                "modules is empty; pass the modules whose hook calls to count, e.g. model.layers"
+            )
+        self.counts = [0] * len(self.modules)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def _count(self, index: int, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self.counts[index] += 1
+
+    def __enter__(self) -> HookCalls:
+        self._handles = [
+            module.register_forward_pre_hook(functools.partial(self._count, i))
+            for i, module in enumerate(self.modules)
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 class PeakMemory(TorchDispatchMode):

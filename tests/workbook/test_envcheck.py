@@ -7,7 +7,14 @@ import subprocess
 import sys
 import types
 
-from reference_impl.workbook.envcheck import PINNED_TRANSFORMERS, check_environment, report
+import pytest
+
+from reference_impl.workbook.envcheck import (
+    PINNED_TRANSFORMERS,
+    check_environment,
+    differences_from_pin,
+    report,
+)
 
 
 def _importer(missing: set[str] = frozenset(), versions: dict[str, str] | None = None):
@@ -43,7 +50,7 @@ def test_a_missing_package_is_reported_with_the_command_that_installs_it() -> No
 
 def test_a_too_old_torch_is_reported_with_its_version_and_the_fix() -> None:
     text = report(check_environment(_importer(versions={"torch": "2.1.0+cu118"})))
-    assert "❌ torch 2.1.0+cu118 is too old: 2.6 or newer is needed" in text
+    assert "❌ torch 2.1.0+cu118 is too old: 2.13 or newer is needed" in text
     assert "fix: pip install 'torch==2.13.0'" in text
 
 
@@ -105,3 +112,30 @@ def test_command_line_exits_zero_here_and_prints_the_verdict() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout.strip().endswith("Everything the workbook needs is here.")
+
+
+def test_another_transformers_release_lists_its_differences_by_lesson() -> None:
+    text = report(check_environment(_importer(versions={"transformers": "5.25.0"})))
+    assert (
+        "⚠️ lesson 01: transformers 5.25.0: GradientCheckpointingLayer checkpoints forward, not __call__"
+        in text
+    )
+    assert "⚠️ lesson 06: transformers 5.25.0: create_causal_mask and its siblings take cache=" in text
+    assert text.endswith("Everything the workbook needs is here.")
+    assert "lesson 0" not in report(check_environment())  # the pin: nothing to list
+
+
+@pytest.mark.parametrize(
+    ("version", "lessons", "forward", "cache"),
+    [
+        (PINNED_TRANSFORMERS, [], False, False),
+        ("4.57.6", ["01", "04", "05", "06"], False, False),
+        ("5.23.0", ["01", "01", "04"], True, False),
+        ("5.25.0", ["01", "01", "01", "04", "04", "06"], True, True),
+    ],
+)
+def test_differences_from_the_pin_apply_by_release(version, lessons, forward, cache) -> None:
+    found = differences_from_pin(version)
+    assert [d.lesson for d in found] == lessons
+    assert any("checkpoints forward" in d.what for d in found) == forward
+    assert any("take the cache as cache=" in d.what for d in found) == cache

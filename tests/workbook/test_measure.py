@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from reference_impl.workbook.measure import (
+    HookCalls,
     PeakMemory,
     SavedTensors,
     machine_info,
@@ -88,3 +89,18 @@ def test_threads_restores_the_previous_count() -> None:
     with threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_hook_calls_counts_each_module_and_stops_counting_on_exit() -> None:
+    first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with HookCalls([first, second]) as calls:
+        first(torch.randn(1, 2))
+        second(first(torch.randn(1, 2)))
+    first(torch.randn(1, 2))  # after the block: not counted, the hooks are gone
+    assert calls.counts == [2, 1] and calls.total == 3
+    assert not first._forward_pre_hooks and not second._forward_pre_hooks
+
+
+def test_hook_calls_refuses_an_empty_module_list() -> None:
+    with pytest.raises(ValueError, match="modules is empty"):
+        HookCalls([])
