@@ -97,7 +97,7 @@ class GradientCheckpointingLayer(nn.Module):
         # class mixing our layer with transformers' (`class X(GradientCheckpointingLayer, GPT2Block)`) is covered.
         forward = cls.forward
         if not getattr(forward, "_checkpointing_wrapper", False):
-            cls.forward = _checkpointed_forward(forward)  # type: ignore[method-assign]
+            cls.forward = _checkpointed_forward(forward)
 
     def _checkpoints_at(self, target: str) -> bool:
         return (
@@ -228,7 +228,7 @@ def set_gradient_checkpointing(
     # Explicit, documented default: torch would otherwise warn and fall back to the reentrant variant.
     ckpt_kwargs.setdefault("use_reentrant", False)
 
-    layers = [m for m in model.modules() if is_checkpointable_layer(m)]
+    layers: list[Any] = [m for m in model.modules() if is_checkpointable_layer(m)]
     if enable and not layers:
         raise ValueError(
             f"{type(model).__name__} contains no checkpointable layer: expected at least one submodule that is a "
@@ -236,6 +236,8 @@ def set_gradient_checkpointing(
         )
     plan = plan_layers(layers, policy, ckpt_kwargs, every_n_layers, segment_length) if enable else None
     plain = functools.partial(checkpoint, **ckpt_kwargs)
+    # Plain attributes are set on the modules below; torch's stubs would only allow Tensor | Module values.
+    module: Any
     for module in model.modules():
         if hasattr(module, "gradient_checkpointing") and not is_checkpointable_layer(module):
             module.gradient_checkpointing = enable
@@ -253,5 +255,5 @@ def set_gradient_checkpointing(
         if getattr(model, "main_input_name", None) == "input_ids" and hasattr(
             model, "enable_input_require_grads"
         ):
-            model.enable_input_require_grads()
+            model.enable_input_require_grads()  # type: ignore[operator]  # a PreTrainedModel method
     return flags

@@ -192,7 +192,7 @@ class ChunkingProbe:
 
     def summary(self) -> str:
         """One line, the same on every machine where the verdict is the same."""
-        if self.safe:
+        if self.safe or self.first_unsafe is None:
             # The size of a within-tolerance difference depends on the kernels (machine), so it is left out.
             return (
                 f"no counterexample along chunk_dim={self.chunk_dim} (length {self.length}) for chunk sizes "

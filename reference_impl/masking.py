@@ -33,7 +33,7 @@ Differences from transformers, on purpose:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -56,13 +56,25 @@ __all__ = [
     "sliding_window_overlay",
 ]
 
-MaskFunction = Callable[..., Any]  # (batch_idx, head_idx, q_idx, kv_idx) -> bool or bool tensor
+
+class MaskFunction(Protocol):
+    """`(batch_idx, head_idx, q_idx, kv_idx) -> allowed`: index tensors that broadcast in, a bool tensor out.
+
+    The builders call it once with index grids of shapes (B,1,1,1), (1,1,1,1), (1,1,T,1), (1,1,1,S); transformers'
+    vmap path calls it with 0-d tensors. The parameters are positional, so any four names will do.
+    """
+
+    def __call__(
+        self, batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor, /
+    ) -> torch.Tensor: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Mask functions
 # ---------------------------------------------------------------------------------------------------------------
-def causal_mask_function(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+def causal_mask_function(
+    batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+) -> torch.Tensor:
     """Causal: a query attends to itself and to every earlier position, `kv_idx <= q_idx`."""
     return kv_idx <= q_idx
 
@@ -74,7 +86,9 @@ def sliding_window_overlay(sliding_window: int) -> MaskFunction:
     """
     _check_positive("sliding_window", sliding_window)
 
-    def sliding_window_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def sliding_window_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return kv_idx > q_idx - sliding_window
 
     return sliding_window_mask
@@ -93,7 +107,9 @@ def chunked_overlay(chunk_size: int, left_padding: torch.Tensor | None = None) -
     """
     _check_positive("chunk_size", chunk_size)
 
-    def chunked_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def chunked_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         shift = 0 if left_padding is None else left_padding[batch_idx]
         return (kv_idx - shift) // chunk_size == (q_idx - shift) // chunk_size
 
@@ -115,7 +131,9 @@ def padding_mask_function(padding_mask: torch.Tensor) -> MaskFunction:
     _check_2d("padding_mask", padding_mask)
     padding_mask = padding_mask.bool()
 
-    def padding_mask_fn(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def padding_mask_fn(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return padding_mask[batch_idx, kv_idx]
 
     return padding_mask_fn
@@ -129,7 +147,9 @@ def packed_sequence_mask_function(packed_sequence_mask: torch.Tensor) -> MaskFun
     """
     _check_2d("packed_sequence_mask", packed_sequence_mask)
 
-    def packed_sequence_mask_fn(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def packed_sequence_mask_fn(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return packed_sequence_mask[batch_idx, q_idx] == packed_sequence_mask[batch_idx, kv_idx]
 
     return packed_sequence_mask_fn
@@ -139,7 +159,9 @@ def and_masks(*mask_functions: MaskFunction) -> MaskFunction:
     """Intersection: attend where every mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
     _check_callables("and_masks", mask_functions)
 
-    def and_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def and_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         result = q_idx.new_ones((), dtype=torch.bool)
         for mask in mask_functions:
             result = result & mask(batch_idx, head_idx, q_idx, kv_idx).to(result.device)
@@ -152,7 +174,9 @@ def or_masks(*mask_functions: MaskFunction) -> MaskFunction:
     """Union: attend where any mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
     _check_callables("or_masks", mask_functions)
 
-    def or_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def or_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         result = q_idx.new_zeros((), dtype=torch.bool)
         for mask in mask_functions:
             result = result | mask(batch_idx, head_idx, q_idx, kv_idx).to(result.device)

@@ -72,9 +72,9 @@ def _check_index(index: torch.Tensor | Sequence[int], size: int, what: str) -> t
     if index.numel():
         low, high = int(index.min()), int(index.max())
         if low < 0 or high >= size:
-            bad = low if low < 0 else high
+            outside = low if low < 0 else high
             raise IndexError(
-                f"index holds {bad}, out of range for {what} of size {size} (valid: 0 ... {size - 1})"
+                f"index holds {outside}, out of range for {what} of size {size} (valid: 0 ... {size - 1})"
             )
         if index.unique().numel() != index.numel():
             values, counts = index.unique(return_counts=True)
@@ -98,7 +98,7 @@ def _on_meta_device() -> Iterator[None]:
         yield
 
 
-def _new_parameter(data: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+def _new_parameter(data: torch.Tensor, like: torch.Tensor) -> nn.Parameter:
     """A parameter on fresh storage with the same dtype, device and requires_grad as `like`."""
     return nn.Parameter(data.detach().clone().contiguous(), requires_grad=like.requires_grad)
 

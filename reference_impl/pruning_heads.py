@@ -61,7 +61,7 @@ M = TypeVar("M", bound=nn.Module)
 def _model_type(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} ({type(model).__name__}) is not supported for head pruning; "
             f"supported: {list(SUPPORTED_MODEL_TYPES)} (GPT-2 and BERT models from transformers)"
@@ -76,13 +76,14 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     through `model.base_model`. Cross-attention modules are not included (and never pruned).
     """
     model_type = _model_type(model)
-    base = model.base_model
+    # transformers' modules, read by attribute: torch's stubs would type each attribute `Tensor | Module`.
+    base: Any = model.base_model
     if model_type == "gpt2":
         return [block.attn for block in base.h]
     return [layer.attention for layer in base.encoder.layer]
 
 
-def _heads_and_size(attn: nn.Module) -> tuple[int, int]:
+def _heads_and_size(attn: Any) -> tuple[int, int]:
     """(H heads the module holds now, D units per head)."""
     if hasattr(attn, "c_attn"):  # GPT2Attention
         return attn.num_heads, attn.head_dim
@@ -91,7 +92,8 @@ def _heads_and_size(attn: nn.Module) -> tuple[int, int]:
 
 def output_projection(attn: nn.Module) -> nn.Module:
     """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`."""
-    return attn.c_proj if hasattr(attn, "c_attn") else attn.output.dense
+    module: Any = attn  # read by attribute: torch's stubs would type each attribute `Tensor | Module`
+    return module.c_proj if hasattr(attn, "c_attn") else module.output.dense
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -101,15 +103,15 @@ def head_counts(model: nn.Module) -> list[int]:
 
 def pruned_heads_of(model: nn.Module) -> dict[int, list[int]]:
     """The heads pruned so far, per layer, as recorded on the modules: `{layer: sorted original head numbers}`."""
-    found = {}
+    found: dict[int, list[int]] = {}
     for layer, attn in enumerate(attention_modules(model)):
-        pruned = getattr(attn, "pruned_heads", set())
+        pruned: set[int] = getattr(attn, "pruned_heads", set())
         if pruned:
             found[layer] = sorted(pruned)
     return found
 
 
-def _prune_gpt2_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+def _prune_gpt2_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
     # c_attn computes q, k and v side by side: (B, T, C) -> (B, T, 3·H·D); a head owns the same units in each third.
     split = attn.split_size  # H·D
     index_qkv = torch.cat([index, index + split, index + 2 * split])
@@ -119,7 +121,7 @@ def _prune_gpt2_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) 
     attn.split_size = attn.num_heads * attn.head_dim
 
 
-def _prune_bert_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+def _prune_bert_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
     attention = attn.self
     attention.query = prune_linear_layer(attention.query, index)  # (H·D, C) -> (H'·D, C)
     attention.key = prune_linear_layer(attention.key, index)
@@ -138,7 +140,8 @@ def _config_pruned_heads(config: Any) -> dict[int, list[int]]:
 def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
     """Check every layer and head before anything is changed, so a bad request leaves the model as it was."""
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original = config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
         if isinstance(layer, bool) or not isinstance(layer, int):
@@ -191,9 +194,10 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
     prune_one = _prune_gpt2_attention if _model_type(model) == "gpt2" else _prune_bert_attention
-    recorded = _config_pruned_heads(model.config)
+    config: Any = model.config
+    recorded = _config_pruned_heads(config)
     for layer, heads in plan.items():
-        attn = modules[layer]
+        attn: Any = modules[layer]
         already = set(getattr(attn, "pruned_heads", set()))
         n_heads, head_size = _heads_and_size(attn)
         new_heads, index = find_pruneable_heads_and_indices(heads, n_heads, head_size, already)
@@ -201,7 +205,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             prune_one(attn, index, len(new_heads))
         attn.pruned_heads = already | new_heads
         recorded[layer] = sorted(set(recorded.get(layer, [])) | attn.pruned_heads)
-    model.config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
+    config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
 
 
 def reapply_pruned_heads(model: nn.Module) -> None:
@@ -222,9 +226,11 @@ def load_pruned_model(model_class: type[M], path: str | Path) -> M:
     See NOTE [ Saving and loading a pruned model ].
     """
     path = Path(path)
-    config = model_class.config_class.from_pretrained(path)
+    # A transformers PreTrainedModel class (config_class, tie_weights), which torch's stubs cannot see.
+    pretrained: Any = model_class
+    config = pretrained.config_class.from_pretrained(path)
     config.pruned_heads = _config_pruned_heads(config)
-    model = model_class(config)
+    model: Any = model_class(config)
     reapply_pruned_heads(model)
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file

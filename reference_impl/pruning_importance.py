@@ -37,8 +37,15 @@ __all__ = ["gate_heads", "head_importance", "mask_heads", "select_heads_to_prune
 
 def _positions(attn: nn.Module, n_original: int) -> list[int]:
     """Original head numbers in the order the (possibly pruned) module holds them now."""
-    pruned = getattr(attn, "pruned_heads", set())
+    pruned: set[int] = getattr(attn, "pruned_heads", set())
     return [h for h in range(n_original) if h not in pruned]
+
+
+def _device_of(attn: nn.Module) -> torch.device:
+    """The device of the output projection, where the gates of `attn`'s heads are applied."""
+    # Read by attribute: torch's stubs type an attribute of a plain Module `Tensor | Module`.
+    projection: Any = output_projection(attn)
+    return projection.weight.device
 
 
 def _gating_hook(
@@ -87,13 +94,14 @@ def mask_heads(model: nn.Module, heads_to_mask: Mapping[int, Iterable[int]]) -> 
     gives under `mask_heads(model, heads)`. A head already pruned raises ValueError (it has no output left).
     """
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     gates = {}
     for layer, heads in heads_to_mask.items():
         if not 0 <= layer < len(modules):
             raise IndexError(f"layer {layer} does not exist: the model has {len(modules)} layers")
         positions = _positions(modules[layer], n_original)
-        gate = torch.ones(len(positions), device=output_projection(modules[layer]).weight.device)
+        gate = torch.ones(len(positions), device=_device_of(modules[layer]))
         for head in heads:
             if head not in positions:
                 raise ValueError(f"head {head} of layer {layer} cannot be masked: held now are {positions}")
@@ -132,12 +140,11 @@ def head_importance(
         float32 tensor `(L, H)`, on the CPU; higher = more important.
     """
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     loss_fn = _default_loss if loss_fn is None else loss_fn
     gates = {
-        layer: torch.ones(
-            _heads_and_size(attn)[0], device=output_projection(attn).weight.device, requires_grad=True
-        )
+        layer: torch.ones(_heads_and_size(attn)[0], device=_device_of(attn), requires_grad=True)
         for layer, attn in enumerate(modules)
     }
     totals = [torch.zeros(g.numel()) for g in gates.values()]

@@ -184,7 +184,9 @@ class GeneralInterface(MutableMapping):
 
 
 @contextmanager
-def scoped_registration(interface: type, key: str, fn: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+def scoped_registration(
+    interface: type[Any], key: str, fn: Callable[..., Any]
+) -> Iterator[Callable[..., Any]]:
     """Put `fn` into `interface._global_mapping[key]` for a `with` block, then restore the previous state exactly.
 
     Works on ours and on transformers' own registry classes (`transformers.AttentionInterface`,

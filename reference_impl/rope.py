@@ -146,6 +146,7 @@ class RotaryEmbedding(nn.Module):
 
     inv_freq: torch.Tensor
     original_inv_freq: torch.Tensor
+    long_inv_freq: torch.Tensor  # LongRoPE only
 
     def __init__(
         self, config: Any, device: torch.device | str | None = None, layer_type: str | None = None

@@ -243,7 +243,7 @@ def _compute_dynamic_ntk_parameters(
     rc = read_rope_config(config, layer_type)
     b, d, s, L_max = rc.base, rc.dim, rc.params["factor"], rc.max_position_embeddings
     if seq_len is None:
-        L = L_max
+        L: int | torch.Tensor = L_max
     elif isinstance(seq_len, torch.Tensor):
         L = torch.maximum(seq_len, torch.tensor(L_max, dtype=seq_len.dtype, device=seq_len.device))
     else:

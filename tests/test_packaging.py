@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,13 +119,18 @@ def test_pytest_runs_every_lesson_through_nbval_in_strict_mode() -> None:
 
 
 def test_code_is_lint_clean() -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "reference_impl", "tests", "benchmarks", "scripts"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    done = _run_tool("ruff", "check", "reference_impl", "tests", "benchmarks", "scripts")
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def _run_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_package_type_checks() -> None:
+    # mypy reads its settings (the package, the strictness) from [tool.mypy] in pyproject.toml.
+    assert _pyproject()["tool"]["mypy"]["packages"] == ["reference_impl"]
+    done = _run_tool("mypy")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Success: no issues found" in done.stdout, done.stdout[-3000:]

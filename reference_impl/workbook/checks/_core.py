@@ -38,7 +38,7 @@ def student_call(exercise: str, fn: Callable[..., T], *args: Any, **kwargs: Any)
 
 
 def first_difference(
-    got: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
+    got: object, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
 ) -> str | None:
     """Describe the first way `got` differs from `expected` (shape, dtype, then the first element), or None."""
     if not isinstance(got, torch.Tensor):
@@ -60,7 +60,7 @@ def first_difference(
 
 
 def check_tensor(
-    what: str, got: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
+    what: str, got: object, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
 ) -> None:
     """Raise `CheckFailed("<what>: <first difference>")` unless `got` matches `expected`."""
     problem = first_difference(got, expected, atol=atol, rtol=rtol)

@@ -10,7 +10,6 @@ everyone makes, why); code still raising NotImplementedError gives `ExerciseNotF
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -67,7 +66,10 @@ def _window_mistakes(w: int) -> dict[str, Callable[..., Any]]:
 
 
 def _build(fn: Callable[..., Any], T: int, S: int, q_offset: int) -> torch.Tensor:
-    return sdpa_mask(2, T, S, q_offset=q_offset, mask_function=fn, allow_is_causal_skip=False)[0, 0]
+    mask = sdpa_mask(2, T, S, q_offset=q_offset, mask_function=fn, allow_is_causal_skip=False)
+    if mask is None:  # only a causal skip returns None, and it is not allowed here
+        raise RuntimeError(f"sdpa_mask returned no mask for T={T}, S={S} with allow_is_causal_skip=False")
+    return mask[0, 0]
 
 
 def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[..., Any]]) -> None:
@@ -119,14 +121,24 @@ def _pictures(got: torch.Tensor, expected: torch.Tensor, q_offset: int) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Exercise 2: an attention function that honours the whole contract
 # ---------------------------------------------------------------------------------------------------------------
-def _cases() -> list[tuple[str, SimpleNamespace, tuple[torch.Tensor, ...], torch.Tensor | None]]:
+class _AttentionLayer(torch.nn.Module):
+    """A stand-in for a model's attention layer, in eval mode: only the attributes attention functions read."""
+
+    def __init__(self, num_key_value_groups: int) -> None:
+        super().__init__()
+        self.is_causal = True
+        self.num_key_value_groups = num_key_value_groups
+        self.eval()
+
+
+def _cases() -> list[tuple[str, _AttentionLayer, tuple[torch.Tensor, ...], torch.Tensor | None]]:
     """(description, module, (query, key, value), mask) for the situations a registered function meets."""
     g = torch.Generator().manual_seed(0)
     B, H, H_kv, T, D = 2, 4, 2, 5, 8
     q, k, v = (torch.randn(B, n, T, D, generator=g) for n in (H, H_kv, H_kv))
     padding = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
-    layer = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=H // H_kv)
-    mha = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=1)
+    layer = _AttentionLayer(num_key_value_groups=H // H_kv)
+    mha = _AttentionLayer(num_key_value_groups=1)
     return [
         (
             "multi-head inputs (4 query and 4 key/value heads) with an additive causal mask",

@@ -58,6 +58,13 @@ class _Counting:
         return self.func(*args, **kwargs)
 
 
+def _grad_of(t: torch.Tensor) -> torch.Tensor:
+    """A copy of the gradient the reference run left on `t` (every input and weight is used, so there is one)."""
+    if t.grad is None:
+        raise RuntimeError(f"the reference run left no gradient on a tensor of shape {tuple(t.shape)}")
+    return t.grad.clone()
+
+
 def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     """Check `fn(layers, hidden, scale, cache) -> loss`: mean of the squared output of the layers, checkpointed.
 
@@ -67,7 +74,8 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     """
     torch.manual_seed(0)
     num_layers, batch, hidden_size = 3, 4, 8
-    layers = nn.ModuleList(ScaledCachingBlock(hidden_size) for _ in range(num_layers))
+    blocks = [ScaledCachingBlock(hidden_size) for _ in range(num_layers)]
+    layers = nn.ModuleList(blocks)
     hidden0, scale0 = torch.randn(batch, hidden_size), torch.rand(batch, hidden_size)
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,14 +86,14 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     expected_loss = _reference_loss(layers.train(), h, s)
     expected_loss.backward()
     expected = {
-        "hidden": h.grad,
-        "scale": s.grad,
-        **{n: p.grad.clone() for n, p in layers.named_parameters()},
+        "hidden": _grad_of(h),
+        "scale": _grad_of(s),
+        **{n: _grad_of(p) for n, p in layers.named_parameters()},
     }
 
     set_gradient_checkpointing(layers, True, {"use_reentrant": True})
-    counters = [_Counting(layer._gradient_checkpointing_func) for layer in layers]
-    for layer, counter in zip(layers, counters, strict=False):
+    counters = [_Counting(layer._gradient_checkpointing_func) for layer in blocks]
+    for layer, counter in zip(blocks, counters, strict=False):
         layer._gradient_checkpointing_func = counter
     layers.eval()  # the student's function must switch to training mode itself
     h, s = inputs()

@@ -8,6 +8,7 @@ what differs, recognising the usual mistakes: the transpose forgotten, the bias 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ __all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untrans
 
 # (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
 _LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
-_TOL = {"atol": 1e-5, "rtol": 1e-5}
+_TOL: dict[str, Any] = {"atol": 1e-5, "rtol": 1e-5}
+R = TypeVar("R")
 
 
 def _layer(nf: int, nx: int, seed: int) -> Conv1D:
@@ -37,7 +39,7 @@ def _layer(nf: int, nx: int, seed: int) -> Conv1D:
     return conv
 
 
-def _call(exercise: str, what: str, fn: Callable, *args: object) -> object:
+def _call(exercise: str, what: str, fn: Callable[..., R], *args: object) -> R:
     """Run the student's code; turn a crash into a CheckFailed that says on what it crashed."""
     try:
         return student_call(exercise, fn, *args)
@@ -165,7 +167,8 @@ def _scenario(untransposed: list[str], seed: int) -> tuple[nn.ModuleDict, dict[s
     gen = torch.Generator().manual_seed(seed)
     model = _linear_gpt(n_embd=8, n_layer=2)
     checkpoint: dict[str, torch.Tensor] = {}
-    for name, linear in model.items():
+    for name, module in model.items():
+        linear = cast(nn.Linear, module)  # _linear_gpt builds only nn.Linear layers
         w = torch.randn(linear.in_features, linear.out_features, generator=gen)  # (nx, nf): Conv1D layout
         checkpoint[f"{name}.weight"] = w
         checkpoint[f"{name}.bias"] = torch.randn(linear.out_features, generator=gen)
