@@ -5,7 +5,8 @@ lessons/06_attention_registration.ipynb.
 
 A *mask function* says, for one (batch, head, query position, key position), whether the query may attend:
 `f(batch_idx, head_idx, q_idx, kv_idx) -> bool` (True = attend), the `mask_mod` of FlexAttention. Written with
-plain comparisons, it works on broadcast index tensors too, which is how the builders evaluate it on a whole grid:
+plain comparisons, it works on broadcast index tensors too, which is how the builders evaluate it on a whole
+grid:
 
     causal          kv <= q                               0 ■ ⬚ ⬚ ⬚ ⬚
     sliding (w)     q - w < kv <= q     (w keys, self incl.) 1 ■ ■ ⬚ ⬚ ⬚    causal, 5 x 5
@@ -14,17 +15,18 @@ plain comparisons, it works on broadcast index tensors too, which is how the bui
     packed (s)      s[b, q] == s[b, kv]                   4 ■ ■ ■ ■ ■
 
 The *builders* evaluate a mask function over query positions `q_offset + arange(T)` and key positions
-`kv_offset + arange(S)` (offsets place a chunk of queries after a cache), AND it with the 2-D padding mask, and
-return the format an attention function wants:
+`kv_offset + arange(S)` (offsets place a chunk of queries after a cache), AND it with the 2-D padding mask,
+and return the format an attention function wants:
 
 - `sdpa_mask`: bool `(B, 1, T, S)`, True = attend, or **None** when the mask is plainly causal and SDPA's
   `is_causal=True` can stand in for it (the attention function must then apply causality itself);
 - `eager_mask`: float `(B, 1, T, S)`, 0 where attending and `finfo(dtype).min` elsewhere, added to the scores.
 
 Differences from transformers, on purpose:
-- The builders always broadcast (transformers' default non-vmap path); `use_vmap`, `config`, `dtype` (sdpa) and
-  other keywords transformers passes are accepted and ignored, so only index-based mask functions work.
-- `chunked_causal_mask_function(c)` takes `left_padding=None` (no padding); transformers requires the argument.
+- The builders always broadcast (transformers' default non-vmap path); `use_vmap`, `config`, `dtype` (sdpa)
+  and other keywords transformers passes are accepted and ignored, so only index-based mask functions work.
+- `chunked_causal_mask_function(c)` takes `left_padding=None` (no padding); transformers requires the
+  argument.
 - Bad sizes raise `ValueError` naming them (transformers fails later with an indexing error, or not at all).
 - transformers 4.53–4.57 builders take `cache_position` instead of `q_length`/`q_offset`; see
   `reference_impl.attention.registered_in_transformers` for the bridge.
@@ -60,8 +62,9 @@ __all__ = [
 class MaskFunction(Protocol):
     """`(batch_idx, head_idx, q_idx, kv_idx) -> allowed`: index tensors that broadcast in, a bool tensor out.
 
-    The builders call it once with index grids of shapes (B,1,1,1), (1,1,1,1), (1,1,T,1), (1,1,1,S); transformers'
-    vmap path calls it with 0-d tensors. The parameters are positional, so any four names will do.
+    The builders call it once with index grids of shapes (B,1,1,1), (1,1,1,1), (1,1,T,1), (1,1,1,S);
+    transformers' vmap path calls it with 0-d tensors. The parameters are positional, so any four names will
+    do.
     """
 
     def __call__(
@@ -69,9 +72,9 @@ class MaskFunction(Protocol):
     ) -> torch.Tensor: ...
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Mask functions
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def causal_mask_function(
     batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
 ) -> torch.Tensor:
@@ -125,8 +128,9 @@ def padding_mask_function(padding_mask: torch.Tensor) -> MaskFunction:
     """Attend only to real tokens: `padding_mask[batch_idx, kv_idx]`.
 
     Args:
-        padding_mask: `(B, S')`, True or 1 for real tokens, with `S'` at least the largest key position asked for.
-            Converted to bool here (transformers expects it bool already: a 0/1 int mask gives int results there).
+        padding_mask: `(B, S')`, True or 1 for real tokens, with `S'` at least the largest key position asked
+            for. Converted to bool here (transformers expects it bool already: a 0/1 int mask gives int
+            results there).
     """
     _check_2d("padding_mask", padding_mask)
     padding_mask = padding_mask.bool()
@@ -143,7 +147,8 @@ def packed_sequence_mask_function(packed_sequence_mask: torch.Tensor) -> MaskFun
     """Several sequences packed in one row attend only within their own: `s[b, q_idx] == s[b, kv_idx]`.
 
     Args:
-        packed_sequence_mask: `(B, S)` integer segment ids, e.g. `[[0, 0, 1, 1, 1, 2]]` for lengths 2, 3 and 1.
+        packed_sequence_mask: `(B, S)` integer segment ids, e.g. `[[0, 0, 1, 1, 1, 2]]` for lengths 2, 3 and
+            1.
     """
     _check_2d("packed_sequence_mask", packed_sequence_mask)
 
@@ -156,7 +161,8 @@ def packed_sequence_mask_function(packed_sequence_mask: torch.Tensor) -> MaskFun
 
 
 def and_masks(*mask_functions: MaskFunction) -> MaskFunction:
-    """Intersection: attend where every mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
+    """Intersection: attend where every mask function allows it. Raises RuntimeError (as transformers) on a
+    non-callable."""
     _check_callables("and_masks", mask_functions)
 
     def and_mask(
@@ -171,7 +177,8 @@ def and_masks(*mask_functions: MaskFunction) -> MaskFunction:
 
 
 def or_masks(*mask_functions: MaskFunction) -> MaskFunction:
-    """Union: attend where any mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
+    """Union: attend where any mask function allows it. Raises RuntimeError (as transformers) on a
+    non-callable."""
     _check_callables("or_masks", mask_functions)
 
     def or_mask(
@@ -185,9 +192,9 @@ def or_masks(*mask_functions: MaskFunction) -> MaskFunction:
     return or_mask
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Builders
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def sdpa_mask(
     batch_size: int,
     q_length: int,
@@ -214,12 +221,14 @@ def sdpa_mask(
         mask_function: `(b, h, q, kv) -> bool`, index-based.
         attention_mask: `(B, S')` 2-D padding mask (1/True = real token); padded with False up to
             `kv_offset + S` when shorter (empty static-cache slots are not attended).
-        local_size: window or chunk size of local attention; such a mask is never skipped once `S >= local_size`.
+        local_size: window or chunk size of local attention; such a mask is never skipped once `S >=
+            local_size`.
         allow_is_causal_skip: return None (the pure-causal case, see below) when allowed.
 
     The skip (5.x rule): no padding inside the keys looked at, the mask function is causal-like, and either
-    `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose only masked keys are after the queries.
-    Returning None is only safe when the caller passes `is_causal=True` to SDPA (or applies causality itself).
+    `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose only masked keys are after the
+    queries. Returning None is only safe when the caller passes `is_causal=True` to SDPA (or applies causality
+    itself).
     """
     _check_sizes(batch_size=batch_size, q_length=q_length, kv_length=kv_length)
     padding_mask = _prepare_padding_mask(attention_mask, batch_size, kv_length, kv_offset)
@@ -251,10 +260,12 @@ def eager_mask(
     device: torch.device | str = "cpu",
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Additive mask `(B, 1, T, S)` in `dtype`: 0 where `sdpa_mask` is True, `finfo(dtype).min` where it is False.
+    """Additive mask `(B, 1, T, S)` in `dtype`: 0 where `sdpa_mask` is True, `finfo(dtype).min` where it is
+    False.
 
-    Never None: eager attention has no `is_causal` switch, so the pattern is always materialised. `min` rather than
-    `-inf` keeps a row whose keys are all masked (a left-padding query) finite: softmax makes it uniform, not NaN.
+    Never None: eager attention has no `is_causal` switch, so the pattern is always materialised. `min` rather
+    than `-inf` keeps a row whose keys are all masked (a left-padding query) finite: softmax makes it uniform,
+    not NaN.
     """
     kwargs.pop("allow_is_causal_skip", None)
     mask = sdpa_mask(
@@ -281,8 +292,8 @@ def _prepare_padding_mask(
         return None
     if attention_mask.ndim != 2:
         raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}; the builders take a 2-D (B, S) padding mask "
-            "(a 4-D mask is already built: pass it to the attention function directly)"
+            f"attention_mask has shape {tuple(attention_mask.shape)}; the builders take a 2-D (B, S) padding "
+            "mask (a 4-D mask is already built: pass it to the attention function directly)"
         )
     if attention_mask.shape[0] != batch_size:
         raise ValueError(
@@ -317,11 +328,12 @@ def _can_skip_causal_mask(
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The registry
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class AttentionMaskInterface(GeneralInterface):
-    """Registry of mask builders by attention implementation name; a model looks up the one its attention uses.
+    """Registry of mask builders by attention implementation name; a model looks up the one its attention
+    uses.
 
     A builder is called with keywords only: `(batch_size=, q_length=, kv_length=, q_offset=, kv_offset=,
     mask_function=, attention_mask=, allow_is_causal_skip=, dtype=, config=, use_vmap=, device=)` (5.x), so it
@@ -353,9 +365,9 @@ class AttentionMaskInterface(GeneralInterface):
 ALL_MASK_ATTENTION_FUNCTIONS: AttentionMaskInterface = AttentionMaskInterface()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Pictures and argument checks
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def mask_picture(mask: torch.Tensor, q_offset: int = 0) -> str:
     """Draw a `(T, S)` mask (bool, or additive with 0 = attend) as rows of ■ (attend) and ⬚ (masked).
 

@@ -1,4 +1,5 @@
-"""Model-level head pruning for GPT-2 and BERT, in transformers 4.x and 5.x, and saving / loading a pruned model.
+"""Model-level head pruning for GPT-2 and BERT, in transformers 4.x and 5.x, and saving / loading a pruned
+model.
 
 Mirrors `PreTrainedModel.prune_heads` with `GPT2Attention.prune_heads` and `BertAttention.prune_heads` of
 transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons/05_head_pruning.ipynb.
@@ -8,20 +9,21 @@ transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons
 Heads are always named by their *original* number, however many were pruned before, as in transformers.
 
 # NOTE [ Where the state lives ]
-# Two places, the same ones transformers 4.x used, so a model pruned here and one pruned by 4.x's method agree:
+# Two places, the same ones transformers 4.x used, so a model pruned here and one pruned by 4.x's method
+# agree:
 # - `attn.pruned_heads` (a set of original head numbers) on each layer's attention module: `block.attn`
 #   (GPT2Attention) or `layer.attention` (BertAttention). 5.x has no such attribute; we add it.
 # - `model.config.pruned_heads` ({layer: sorted list of heads}), which `save_pretrained` writes to config.json
 #   (JSON turns the keys into strings; we read both).
 # The head counts the forward pass uses are updated in place: GPT-2 `num_heads` and `split_size`, BERT
-# `num_attention_heads` and `all_head_size`. Both lines reshape with `view(..., -1, head_dim)`, so nothing else
-# needs to change.
+# `num_attention_heads` and `all_head_size`. Both lines reshape with `view(..., -1, head_dim)`, so nothing
+# else needs to change.
 
 # NOTE [ Saving and loading a pruned model ]
 # transformers 4.x re-applied `config.pruned_heads` when it built a model, so `from_pretrained` just worked.
 # transformers 5.x builds the full-size model and then finds checkpoint tensors of the wrong shape. So:
-#   model.save_pretrained(path)                          # both lines: config.json records the pruned heads
-#   model = load_pruned_model(GPT2LMHeadModel, path)     # both lines: build, prune from the config, load weights
+#   model.save_pretrained(path)                        # both lines: config.json records the pruned heads
+#   model = load_pruned_model(GPT2LMHeadModel, path)   # both: build, prune from the config, load weights
 # `reapply_pruned_heads(model)` is the middle step on its own (a no-op on 4.x, where the constructor did it).
 
 # NOTE [ Pruning every head of a layer ]
@@ -70,10 +72,12 @@ def _model_type(model: nn.Module) -> str:
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every layer: GPT2Attention (`block.attn`) or BertAttention (`layer.attention`).
+    """The self-attention module of every layer: GPT2Attention (`block.attn`) or BertAttention
+    (`layer.attention`).
 
-    Works on a bare model (`GPT2Model`, `BertModel`) or one with a head (`GPT2LMHeadModel`, `BertForMaskedLM`),
-    through `model.base_model`. Cross-attention modules are not included (and never pruned).
+    Works on a bare model (`GPT2Model`, `BertModel`) or one with a head (`GPT2LMHeadModel`,
+    `BertForMaskedLM`), through `model.base_model`. Cross-attention modules are not included (and never
+    pruned).
     """
     model_type = _model_type(model)
     # transformers' modules, read by attribute: torch's stubs would type each attribute `Tensor | Module`.
@@ -102,7 +106,8 @@ def head_counts(model: nn.Module) -> list[int]:
 
 
 def pruned_heads_of(model: nn.Module) -> dict[int, list[int]]:
-    """The heads pruned so far, per layer, as recorded on the modules: `{layer: sorted original head numbers}`."""
+    """The heads pruned so far, per layer, as recorded on the modules: `{layer: sorted original head
+    numbers}`."""
     found: dict[int, list[int]] = {}
     for layer, attn in enumerate(attention_modules(model)):
         pruned: set[int] = getattr(attn, "pruned_heads", set())
@@ -112,7 +117,8 @@ def pruned_heads_of(model: nn.Module) -> dict[int, list[int]]:
 
 
 def _prune_gpt2_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
-    # c_attn computes q, k and v side by side: (B, T, C) -> (B, T, 3·H·D); a head owns the same units in each third.
+    # c_attn computes q, k and v side by side: (B, T, C) -> (B, T, 3·H·D); a head owns the same units in each
+    # third.
     split = attn.split_size  # H·D
     index_qkv = torch.cat([index, index + split, index + 2 * split])
     attn.c_attn = prune_conv1d_layer(attn.c_attn, index_qkv, dim=1)  # (C, 3·H·D) -> (C, 3·H'·D)
@@ -148,7 +154,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
             raise TypeError(f"layer {layer!r} must be an integer layer number")
         if not 0 <= layer < len(modules):
             raise IndexError(
-                f"layer {layer} does not exist: the model has {len(modules)} layers (0 ... {len(modules) - 1})"
+                f"layer {layer} does not exist: the model has {len(modules)} layers (0 ... "
+                f"{len(modules) - 1})"
             )
         heads = list(heads)
         for head in heads:
@@ -156,7 +163,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
                 raise TypeError(f"head {head!r} of layer {layer} must be an integer head number")
             if not 0 <= head < n_original:
                 raise IndexError(
-                    f"head {head} of layer {layer} does not exist: layers have {n_original} heads (0 ... {n_original - 1})"
+                    f"head {head} of layer {layer} does not exist: layers have {n_original} heads (0 ... "
+                    f"{n_original - 1})"
                 )
         if len(set(heads)) != len(heads):
             twice = sorted({h for h in heads if heads.count(h) > 1})
@@ -177,9 +185,9 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
 
     For each layer, the rows of q, k and v and the columns of the output projection that the heads own are cut
     out (`find_pruneable_heads_and_indices`, then `prune_conv1d_layer` / `prune_linear_layer`), and the head
-    counts are updated, so the model runs as before with fewer heads. The result equals the unpruned model with
-    those heads' outputs set to zero (tests/test_pruning_heads.py proves it). Heads already pruned are skipped,
-    so pruning in two steps equals pruning at once. The heads are recorded in `attn.pruned_heads` and
+    counts are updated, so the model runs as before with fewer heads. The result equals the unpruned model
+    with those heads' outputs set to zero (tests/test_pruning_heads.py proves it). Heads already pruned are
+    skipped, so pruning in two steps equals pruning at once. The heads are recorded in `attn.pruned_heads` and
     `model.config.pruned_heads` (see NOTE [ Where the state lives ]).
 
     Args:
@@ -220,10 +228,10 @@ def reapply_pruned_heads(model: nn.Module) -> None:
 def load_pruned_model(model_class: type[M], path: str | Path) -> M:
     """Load a model saved with `save_pretrained` after head pruning, on transformers 4.x or 5.x.
 
-    Builds `model_class` from the saved config, prunes it to the recorded heads (`reapply_pruned_heads`), loads
-    the weights from `model.safetensors` (or `pytorch_model.bin`) and ties the tied ones; returns it in eval
-    mode, as `from_pretrained` does. A single-file checkpoint only; a sharded one raises FileNotFoundError.
-    See NOTE [ Saving and loading a pruned model ].
+    Builds `model_class` from the saved config, prunes it to the recorded heads (`reapply_pruned_heads`),
+    loads the weights from `model.safetensors` (or `pytorch_model.bin`) and ties the tied ones; returns it in
+    eval mode, as `from_pretrained` does. A single-file checkpoint only; a sharded one raises
+    FileNotFoundError. See NOTE [ Saving and loading a pruned model ].
     """
     path = Path(path)
     # A transformers PreTrainedModel class (config_class, tie_weights), which torch's stubs cannot see.
@@ -240,7 +248,8 @@ def load_pruned_model(model_class: type[M], path: str | Path) -> M:
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(
-            f"no model.safetensors or pytorch_model.bin in {str(path)!r} (sharded checkpoints are not supported)"
+            f"no model.safetensors or pytorch_model.bin in {str(path)!r} (sharded checkpoints are not "
+            "supported)"
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

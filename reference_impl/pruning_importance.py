@@ -1,9 +1,11 @@
-r"""Which heads matter: gate each head's output, score it by gradient (Michel et al. 2019), choose what to prune.
+r"""Which heads matter: gate each head's output, score it by gradient (Michel et al. 2019), choose what to
+prune.
 
-Re-implements the head-importance proxy of Michel, Levy and Neubig, "Are Sixteen Heads Really Better than One?"
-(NeurIPS 2019, arXiv:1905.10650), as transformers' `examples/research_projects/bertology/run_bertology.py` used
-it with 4.x's `head_mask` argument, which transformers 5 removed (PR #41076). We gate heads with a forward
-pre-hook instead, so it works on both lines. Taught in lessons/05_head_pruning.ipynb.
+Re-implements the head-importance proxy of Michel, Levy and Neubig, "Are Sixteen Heads Really Better than
+One?" (NeurIPS 2019, arXiv:1905.10650), as transformers'
+`examples/research_projects/bertology/run_bertology.py` used it with 4.x's `head_mask` argument, which
+transformers 5 removed (PR #41076). We gate heads with a forward pre-hook instead, so it works on both lines.
+Taught in lessons/05_head_pruning.ipynb.
 
 Every head $h$ of layer $l$ gets a gate $\xi_{l,h}$ that multiplies its output before the output projection:
 
@@ -15,8 +17,8 @@ The importance of a head is how much the loss $L$ would move if its gate moved, 
 
 (the per-layer ℓ2 normalisation is the one Michel et al. and the bertology example use). A first-order Taylor
 view explains it: setting ξ_h from 1 to 0 changes the loss by about -∂L/∂ξ_h. Batches stand in for examples
-(the gradient of a batch's mean loss, in absolute value, as the bertology example does; with batch size 1 it is
-exactly the expectation above).
+(the gradient of a batch's mean loss, in absolute value, as the bertology example does; with batch size 1 it
+is exactly the expectation above).
 
 Heads are named by their *original* numbers throughout; a pruned head scores `nan`.
 """
@@ -62,7 +64,8 @@ def _gating_hook(
 
 @contextmanager
 def gate_heads(model: nn.Module, gates: Mapping[int, torch.Tensor]) -> Iterator[None]:
-    """Multiply each head's output by a gate while the block runs: `gates[layer]` has one entry per head held now.
+    """Multiply each head's output by a gate while the block runs: `gates[layer]` has one entry per head held
+    now.
 
     A forward pre-hook on the output projection (GPT-2 `c_proj`, BERT `output.dense`) scales head h's D input
     units by `gates[layer][h]`. A gate of 1 leaves the model bitwise unchanged; 0 removes the head's
@@ -122,12 +125,13 @@ def head_importance(
     *,
     normalize: bool = True,
 ) -> torch.Tensor:
-    r"""Michel et al.'s importance $I_{l,h} = E |∂L/∂ξ_{l,h}|$ of every head, shape `(layers, original heads)`.
+    r"""Michel et al.'s importance $I_{l,h} = E |∂L/∂ξ_{l,h}|$ of every head, shape `(layers, original
+    heads)`.
 
-    Runs the model in eval mode (dropout off; the previous mode is restored) on every batch, takes the gradient
-    of the loss with respect to all-ones head gates (`gate_heads`), and averages its absolute value over the
-    batches. The parameters' `.grad` are not touched. With `normalize`, each layer's scores are divided by their
-    ℓ2 norm. Heads already pruned score `nan`.
+    Runs the model in eval mode (dropout off; the previous mode is restored) on every batch, takes the
+    gradient of the loss with respect to all-ones head gates (`gate_heads`), and averages its absolute value
+    over the batches. The parameters' `.grad` are not touched. With `normalize`, each layer's scores are
+    divided by their ℓ2 norm. Heads already pruned score `nan`.
 
     Args:
         model: a GPT-2 or BERT model of transformers (pruned or not).
@@ -205,6 +209,7 @@ def select_heads_to_prune(
     n_chosen = sum(len(heads) for heads in chosen.values())
     if n_chosen < n_heads:
         raise ValueError(
-            f"n_heads={n_heads} heads cannot be pruned while keeping {keep_per_layer} per layer; at most {n_chosen}"
+            f"n_heads={n_heads} heads cannot be pruned while keeping {keep_per_layer} per layer; at most "
+            f"{n_chosen}"
         )
     return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}

@@ -1,4 +1,5 @@
-"""eager_attention_forward, the output-layout check, the entropy recorder, and a tiny Llama run through transformers
+"""eager_attention_forward, the output-layout check, the entropy recorder, and a tiny Llama run through
+transformers
 with our function registered by name (plus the three traps, reproduced)."""
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Tests for reference_impl.checkpointing: same numbers with and without checkpointing, the traps, the bytes kept.
+"""Tests for reference_impl.checkpointing: same numbers with and without checkpointing, the traps, the bytes
+kept.
 
-PyTorch's own recipe (test_checkpoint.py): loss, input gradient and every parameter gradient are bitwise equal with
-and without checkpointing. The bytes autograd keeps are counted exactly with `reference_impl.workbook.measure.PeakMemory`.
+PyTorch's own recipe (test_checkpoint.py): loss, input gradient and every parameter gradient are bitwise equal
+with and without checkpointing. The bytes autograd keeps are counted exactly with
+`reference_impl.workbook.measure.PeakMemory`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def loss_and_grads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, lis
 
 
 def kept_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of activations alive after the forward (what is kept for backward), the input counted, the output not."""
+    """Bytes of activations alive after the forward (what is kept for backward), the input counted, the output
+    not."""
     x = x.detach().clone().requires_grad_(True)
     with PeakMemory(baseline=[x]) as mem:
         out = model(x)
@@ -63,7 +66,8 @@ def kept_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return kept
 
 
-# ---------------------------------------------------------------------------------------------------- equivalence
+# ----------------------------------------------------------------------------------------------------
+# equivalence
 
 
 @pytest.mark.parametrize(("policy", "kwargs", "k"), MODES, ids=MODE_IDS)
@@ -97,7 +101,8 @@ def test_disable_turns_every_flag_off() -> None:
     assert not any(layer.gradient_checkpointing for layer in model)
 
 
-# ---------------------------------------------------------------------------------------------------- bytes kept
+# ---------------------------------------------------------------------------------------------------- bytes
+# kept
 
 
 def predicted_kept_units(policy: str, num_layers: int, k: int = 1, segment: int | None = None) -> int:
@@ -156,7 +161,8 @@ def test_sqrt_policy_keeps_one_unit_per_segment(num_layers: int, segment: int) -
 
 
 def test_peak_follows_chens_curve_n_over_s_plus_a_s() -> None:
-    """Peak over forward + backward = (ceil(L/s) + 3 s) units kept or recomputed, + 2 units of gradients in flight,
+    """Peak over forward + backward = (ceil(L/s) + 3 s) units kept or recomputed, + 2 units of gradients in
+    flight,
     + the weight gradients of the segment being processed (s * C*C*4 bytes): Chen's n/k + k with a = 3."""
     num_layers, batch, hidden = 16, 64, 4
     unit, weight_grad = batch * hidden * 4, hidden * hidden * 4
@@ -171,7 +177,8 @@ def test_peak_follows_chens_curve_n_over_s_plus_a_s() -> None:
         assert predicted <= mem.peak_bytes <= predicted + s * weight_grad + 8, (s, mem.peak_bytes - predicted)
 
 
-# ---------------------------------------------------------------------------------------------------- the traps
+# ---------------------------------------------------------------------------------------------------- the
+# traps
 
 
 class KeywordBlock(GradientCheckpointingLayer):
@@ -197,7 +204,8 @@ def test_reentrant_with_the_hidden_states_by_keyword_gives_no_gradient() -> None
 
 
 class KeywordModel(nn.Module):
-    """Three checkpointed layers called with the hidden states by keyword, then a plain head (like an LM head)."""
+    """Three checkpointed layers called with the hidden states by keyword, then a plain head (like an LM
+    head)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -378,7 +386,8 @@ def test_sqrt_segments_refuse_a_model_that_is_not_a_plain_chain() -> None:
         model(torch.randn(B, C))
 
 
-# ---------------------------------------------------------------------------------------------------- bad input
+# ---------------------------------------------------------------------------------------------------- bad
+# input
 
 
 def test_default_is_non_reentrant_even_when_other_kwargs_are_given() -> None:
@@ -620,8 +629,8 @@ def test_version_guard_default_use_reentrant() -> None:
     default = model.model.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"]
     expected = TF_VERSION.major < 5
     assert default is expected, (
-        f"transformers {TF_VERSION} defaults to use_reentrant={default}; 4.x used True and 5.0 (PR #43203) False. "
-        "Update the lesson's section on the default, and reference_impl/checkpointing.py's NOTE."
+        f"transformers {TF_VERSION} defaults to use_reentrant={default}; 4.x used True and 5.0 (PR #43203) "
+        "False. Update the lesson's section on the default, and reference_impl/checkpointing.py's NOTE."
     )
 
 
@@ -630,9 +639,9 @@ def test_version_guard_gradient_checkpointing_layer_overrides_call() -> None:
     from transformers.modeling_layers import GradientCheckpointingLayer as Theirs
 
     assert "__call__" in vars(Theirs), (
-        f"transformers {TF_VERSION}: GradientCheckpointingLayer no longer overrides __call__ (5.23 moved the logic "
-        "into a wrapped forward; 5.24 also renamed past_key_values to cache). Update reference_impl/checkpointing.py "
-        "and the lesson."
+        f"transformers {TF_VERSION}: GradientCheckpointingLayer no longer overrides __call__ (5.23 moved the "
+        "logic into a wrapped forward; 5.24 also renamed past_key_values to cache). Update "
+        "reference_impl/checkpointing.py and the lesson."
     )
     assert Theirs.gradient_checkpointing is False
 

@@ -1,7 +1,8 @@
-"""The package's layout: components in `reference_impl/`, the course in `reference_impl/workbook/`, imports one way.
+"""The package's layout: components in `reference_impl/`, the course in `reference_impl/workbook/`, imports
+one way.
 
-Read from the source (the AST), not from `sys.modules`, so an import inside a function counts as much as one at
-the top of a module, and nothing has to be imported to be checked.
+Read from the source (the AST), not from `sys.modules`, so an import inside a function counts as much as one
+at the top of a module, and nothing has to be imported to be checked.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def _imported_names(path: Path) -> list[str]:
 def _imports_in(source: str, module_name: str, *, is_package: bool) -> list[str]:
     """Every module name `source` imports (top level, in functions, under TYPE_CHECKING), made absolute.
 
-    `from package import name` yields `package.name` as well as `package`, so that the caller can keep whichever
-    is a module.
+    `from package import name` yields `package.name` as well as `package`, so that the caller can keep
+    whichever is a module.
     """
     # The package a relative import starts from: the module itself for an __init__.py, else its parent.
     package = module_name if is_package else module_name.rpartition(".")[0]
@@ -58,7 +59,8 @@ def _imports_in(source: str, module_name: str, *, is_package: bool) -> list[str]
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """module -> the package modules it imports by name (not the parent packages Python initialises on the way)."""
+    """module -> the package modules it imports by name (not the parent packages Python initialises on the
+    way)."""
     modules = _modules()
     graph = {}
     for name, path in modules.items():
@@ -166,7 +168,8 @@ def test_readme_package_table_lists_exactly_the_exported_names(marker: str, expo
     assert len(listed) == len(set(listed)), f"a name is listed twice in the README's {marker} table: {listed}"
     assert set(listed) == set(names), (
         f"README's {marker} table and reference_impl.{exported} differ: "
-        f"only in the README {sorted(set(listed) - set(names))}, only in the package {sorted(set(names) - set(listed))}"
+        f"only in the README {sorted(set(listed) - set(names))}, only in the package "
+        f"{sorted(set(names) - set(listed))}"
     )
 
 
@@ -189,8 +192,8 @@ def test_reference_impl_holds_only_components_and_the_workbook() -> None:
 
 @pytest.mark.parametrize("path", _component_paths(), ids=lambda p: p.name)
 def test_every_module_beside_the_workbook_is_a_component(path: Path) -> None:
-    # A component is part of what `import reference_impl` loads and says what it mirrors or adds to transformers;
-    # course helpers (plots, set-up, data) belong in reference_impl/workbook/.
+    # A component is part of what `import reference_impl` loads and says what it mirrors or adds to
+    # transformers; course helpers (plots, set-up, data) belong in reference_impl/workbook/.
     graph = _import_graph()
     reached, todo = set(), ["reference_impl"]
     while todo:
@@ -204,5 +207,6 @@ def test_every_module_beside_the_workbook_is_a_component(path: Path) -> None:
     )
     docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert "transformers" in docstring.partition("\n\n")[2], (
-        f"{name}'s docstring must say, after its summary line, what in transformers it mirrors (or that it is not)"
+        f"{name}'s docstring must say, after its summary line, what in transformers it mirrors (or that it "
+        "is not)"
     )

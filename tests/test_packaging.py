@@ -123,6 +123,18 @@ def test_code_is_lint_clean() -> None:
     assert done.returncode == 0, done.stdout[-3000:]
 
 
+def test_code_is_formatted() -> None:
+    done = _run_tool("ruff", "format", "--check", "reference_impl", "tests", "benchmarks", "scripts")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+def test_line_length_rule_is_on() -> None:
+    ruff = _pyproject()["tool"]["ruff"]
+    assert ruff["line-length"] == 110
+    assert "E501" not in ruff["lint"]["ignore"], "E501 (line too long) must stay on"
+    assert "E" in ruff["lint"]["select"]
+
+
 def _run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
 

@@ -1,8 +1,8 @@
 """Model-level head pruning of GPT-2 and BERT (reference_impl.pruning_heads), on transformers 4.x and 5.x.
 
-The reference that holds in both lines: a pruned model gives the outputs of the unpruned model with those heads'
-outputs set to zero (`mask_heads`, a hook on the output projection's input). On 4.x, also transformers' own
-`PreTrainedModel.prune_heads`, bitwise.
+The reference that holds in both lines: a pruned model gives the outputs of the unpruned model with those
+heads' outputs set to zero (`mask_heads`, a hook on the output projection's input). On 4.x, also transformers'
+own `PreTrainedModel.prune_heads`, bitwise.
 """
 
 from __future__ import annotations
@@ -177,9 +177,9 @@ def test_version_guard_from_pretrained_reapplies_pruning_only_in_transformers_4(
 @pytest.mark.oracle
 def test_version_guard_model_level_pruning_exists_only_in_transformers_4() -> None:
     assert hasattr(PreTrainedModel, "prune_heads") == TRANSFORMERS_4, (
-        f"transformers {transformers.__version__}: PreTrainedModel.prune_heads present="
-        f"{hasattr(PreTrainedModel, 'prune_heads')}; we teach that 4.x has it and 5.x removed it (PR #41417): "
-        f"update reference_impl/pruning_heads.py and lesson 05"
+        f"transformers {transformers.__version__}: PreTrainedModel.prune_heads "
+        f"present={hasattr(PreTrainedModel, 'prune_heads')}; we teach that 4.x has it and 5.x removed it (PR "
+        "#41417): update reference_impl/pruning_heads.py and lesson 05"
     )
 
 

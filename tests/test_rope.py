@@ -1,6 +1,7 @@
 """reference_impl.rope: init functions, the rotary module under dynamic_rope_update, and the rotation itself.
 
-Oracle tests run against the installed transformers (5.22 and 4.57: configs are built in each version's format).
+Oracle tests run against the installed transformers (5.22 and 4.57: configs are built in each version's
+format).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TINY = {"num_key_value_heads": 1, "intermediate_size": 32, "num_hidden_layers": 
 
 
 def hf_config(rope: dict, *, theta: float = 10_000.0, model: str = "llama", **kw):
-    """A real transformers config in the installed version's format: v5 rope_parameters, v4 rope_scaling + rope_theta."""
+    """A real transformers config in the installed version's format: v5 rope_parameters, v4 rope_scaling +
+    rope_theta."""
     from transformers import LlamaConfig, Phi3Config
 
     cls = {"llama": LlamaConfig, "phi3": Phi3Config}[model]
@@ -386,7 +388,8 @@ def test_version_guard_config_keys():
     config = hf_config({"rope_type": "linear", "factor": 2.0}, theta=5000.0)
     if V5:
         assert config.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}, (
-            f"transformers {transformers.__version__} changed rope_parameters' layout; update read_rope_config"
+            f"transformers {transformers.__version__} changed rope_parameters' layout; update "
+            "read_rope_config"
         )
     else:
         assert not hasattr(config, "rope_parameters"), (
@@ -445,7 +448,8 @@ def test_longrope_list_of_wrong_length_fails_late_in_transformers_and_early_here
         "original_max_position_embeddings": 4096,
     }
     config = hf_config(rope, hidden_size=192, max_position_embeddings=131072)
-    # 5.x: a broadcasting RuntimeError; 4.57 trips earlier on its missing factor (TypeError); neither names the key
+    # 5.x: a broadcasting RuntimeError; 4.57 trips earlier on its missing factor (TypeError); neither names
+    # the key
     with pytest.raises((RuntimeError, TypeError)) as theirs:
         mru.ROPE_INIT_FUNCTIONS["longrope"](config, None)
     assert "short_factor" not in str(theirs.value)

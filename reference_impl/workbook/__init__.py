@@ -3,7 +3,8 @@
 `reference_impl.workbook` imports the components (`reference_impl.*`) and is never imported by them. Its
 modules:
 - `lesson`: the set-up cell, `compare`, recorded results and their provenance, plots;
-- `measure`: exact CPU peak memory (`PeakMemory`), bytes saved for backward (`SavedTensors`), GPU peaks, timings;
+- `measure`: exact CPU peak memory (`PeakMemory`), bytes saved for backward (`SavedTensors`), GPU peaks,
+  timings;
 - `models`: lesson-only layers such as `GatedBlock`;
 - `checks`: the exercises' self-checks;
 - `student`, `notebooks`, `lab`, `envcheck`: command-line tools (student copies, the executor, the JupyterLab

@@ -98,7 +98,8 @@ def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Findi
         return Finding(
             req.module,
             True,
-            f"{req.module} {version} works, but the lessons were proven against {req.exact}; some outputs may differ",
+            f"{req.module} {version} works, but the lessons were proven against {req.exact}; some outputs "
+            "may differ",
             req.install,
             warning=True,
         )
@@ -145,7 +146,8 @@ def check_environment(importer: Callable[[str], ModuleType] = importlib.import_m
 
 
 def report(findings: list[Finding]) -> str:
-    """The findings as lines a student reads: ✅ fine, ⚠️ works with a caveat, ❌ must be fixed (with the command)."""
+    """The findings as lines a student reads: ✅ fine, ⚠️ works with a caveat, ❌ must be fixed (with the
+    command)."""
     lines = []
     for f in findings:
         mark = "❌" if not f.ok else ("⚠️" if f.warning else "✅")

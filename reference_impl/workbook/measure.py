@@ -1,11 +1,12 @@
 """Measuring tools shared by every lesson and benchmark: bytes, peaks, medians and provenance.
 
 Not a re-implementation of anything in transformers; these are the instruments the lessons measure with.
-Taught in every lesson that has a "Measure the tradeoff" section (first in lessons/01_checkpointing_tradeoffs.ipynb).
+Taught in every lesson that has a "Measure the tradeoff" section (first in
+lessons/01_checkpointing_tradeoffs.ipynb).
 
 # NOTE [ Exact memory on a CPU ]
-# A CPU has no `torch.cuda.max_memory_allocated`. Process RSS is noisy (the allocator caches, Python allocates),
-# so the lessons count tensor bytes themselves, which is exact and repeatable on any machine:
+# A CPU has no `torch.cuda.max_memory_allocated`. Process RSS is noisy (the allocator caches, Python
+# allocates), so the lessons count tensor bytes themselves, which is exact and repeatable on any machine:
 # - `SavedTensors` counts what autograd keeps for backward (via `torch.autograd.graph.saved_tensors_hooks`);
 # - `PeakMemory` follows every tensor storage created by an operator while it is active (via a
 #   `TorchDispatchMode`) and records the highest total alive at once.
@@ -64,7 +65,8 @@ class SavedTensors:
         >>> saved.unique_bytes  # the input (2x4 fp32) for the weight grad, the ReLU output (2x4 fp32)
         64
 
-    Note: tensors that `torch.utils.checkpoint` keeps for recompute are held by its own inner hooks, so they do
+    Note: tensors that `torch.utils.checkpoint` keeps for recompute are held by its own inner hooks, so they
+        do
     not pass through these hooks; count a checkpointed region's inputs with `PeakMemory` or by hand.
     """
 

@@ -4,10 +4,10 @@
     python -m reference_impl.workbook.notebooks execute lessons/03_chunking_equivalence.ipynb
 
 Each notebook runs top to bottom in a fresh kernel of *this* Python environment with its own folder as the
-working directory (as JupyterLab and nbval run it). Execution counts are kept (nbval compares a cell only if it
-has one); volatile metadata (timings, widget state, the Python patch version) is stripped. The file is replaced
-only when every cell ran; on a failure the original is left untouched and the failing cell is reported.
-Cells tagged `raises-exception` may raise, as in nbval.
+working directory (as JupyterLab and nbval run it). Execution counts are kept (nbval compares a cell only if
+it has one); volatile metadata (timings, widget state, the Python patch version) is stripped. The file is
+replaced only when every cell ran; on a failure the original is left untouched and the failing cell is
+reported. Cells tagged `raises-exception` may raise, as in nbval.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ _VOLATILE_NB_KEYS = ("widgets", "toc", "varInspector")
 
 
 def find_notebooks(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders to the `*.ipynb` inside them (not checkpoints); refuse anything that is not a notebook."""
+    """Expand folders to the `*.ipynb` inside them (not checkpoints); refuse anything that is not a
+    notebook."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -66,7 +67,8 @@ def clean_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def execute_notebook(path: Path, *, timeout: int = 600, kernel_name: str = "python3") -> None:
-    """Run `path` from a clean kernel and rewrite it with fresh outputs; leave it untouched if a cell fails."""
+    """Run `path` from a clean kernel and rewrite it with fresh outputs; leave it untouched if a cell
+    fails."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 

@@ -47,8 +47,8 @@ def _call(exercise: str, what: str, fn: Callable[..., R], *args: object) -> R:
         hint = ""
         if isinstance(e, RuntimeError) and ("size" in str(e) or "shape" in str(e)):
             hint = (
-                " (a shape error here usually means a transpose is missing or extra: Conv1D stores its weight as"
-                " (nx, nf) = in x out, nn.Linear as (nf, nx) = out x in)"
+                " (a shape error here usually means a transpose is missing or extra: Conv1D stores its "
+                "weight as (nx, nf) = in x out, nn.Linear as (nf, nx) = out x in)"
             )
         raise CheckFailed(f"{exercise}: raised {type(e).__name__} on {what}: {e}{hint}") from e
 
@@ -59,8 +59,8 @@ def _diagnose(got: torch.Tensor, x: torch.Tensor, conv: Conv1D) -> str:
     if got.shape == (*x.shape[:-1], conv.nf):
         if conv.nx == conv.nf and torch.allclose(got, x @ w.T + b, **_TOL):
             return (
-                " It equals x @ weight.T + bias, the nn.Linear formula; Conv1D's weight is already (nx, nf) = in x out,"
-                " so Conv1D computes x @ weight + bias."
+                " It equals x @ weight.T + bias, the nn.Linear formula; Conv1D's weight is already (nx, nf) "
+                "= in x out, so Conv1D computes x @ weight + bias."
             )
         if torch.allclose(got, x @ w, **_TOL):
             return " It equals x @ weight without the bias: add the bias."
@@ -75,7 +75,8 @@ def _diagnose(got: torch.Tensor, x: torch.Tensor, conv: Conv1D) -> str:
 def check_conv1d_forward(
     my_conv1d_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> None:
-    """Check `my_conv1d_forward(x, weight, bias)`, Conv1D's forward: `(..., nx) -> (..., nf)` with weight (nx, nf).
+    """Check `my_conv1d_forward(x, weight, bias)`, Conv1D's forward: `(..., nx) -> (..., nf)` with weight (nx,
+    nf).
 
     Tried on inputs of 1, 2 and 3 dimensions, square and non-square weights; the output must match
     `Conv1D.forward` (to 1e-5) and gradients must reach x, weight and bias.
@@ -128,8 +129,8 @@ def check_conv1d_to_linear(my_conv1d_to_linear: Callable[[Conv1D], nn.Linear]) -
             )
         if linear.weight.shape == conv.weight.shape and torch.equal(linear.weight, conv.weight) and nf == nx:
             raise CheckFailed(
-                f"{exercise} on {what}: linear.weight equals conv.weight, not conv.weight.T: the transpose is "
-                f"missing (a square weight loads without an error and silently computes the wrong thing)"
+                f"{exercise} on {what}: linear.weight equals conv.weight, not conv.weight.T: the transpose "
+                "is missing (a square weight loads without an error and silently computes the wrong thing)"
             )
         check_tensor(
             f"{exercise} on {what}: weight (expected conv.weight.T)", linear.weight.detach(), conv.weight.T
@@ -163,7 +164,8 @@ def _linear_gpt(n_embd: int, n_layer: int) -> nn.ModuleDict:
 
 
 def _scenario(untransposed: list[str], seed: int) -> tuple[nn.ModuleDict, dict[str, torch.Tensor]]:
-    """A Linear model loaded from a Conv1D-layout state dict, with the named (square) layers loaded untransposed."""
+    """A Linear model loaded from a Conv1D-layout state dict, with the named (square) layers loaded
+    untransposed."""
     gen = torch.Generator().manual_seed(seed)
     model = _linear_gpt(n_embd=8, n_layer=2)
     checkpoint: dict[str, torch.Tensor] = {}
