@@ -305,6 +305,26 @@ def test_cache_is_turned_off_under_checkpointing_with_a_single_warning() -> None
     assert "CachingBlock" in CACHE_WARNINGS_GIVEN
 
 
+def test_the_cache_warning_is_given_again_after_each_enable() -> None:
+    # Documented: once per layer class per `set_gradient_checkpointing(..., enable=True)`, so a re-run notebook
+    # shows it again (transformers' warning_once is once per process).
+    layer = CachingBlock().train()
+    x, cache = torch.randn(B, C, requires_grad=True), ["a cache"]
+    per_enable = []
+    for _ in range(3):
+        set_gradient_checkpointing(layer, True)
+        assert "CachingBlock" not in CACHE_WARNINGS_GIVEN
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer(x, past_key_values=cache, use_cache=True)
+            layer(x, past_key_values=cache, use_cache=True)
+        per_enable.append([str(w.message) for w in caught if "Caching is incompatible" in str(w.message)])
+    assert [len(messages) for messages in per_enable] == [1, 1, 1], per_enable
+    # Disabling does not reset the record: only an enable does.
+    set_gradient_checkpointing(layer, False)
+    assert "CachingBlock" in CACHE_WARNINGS_GIVEN
+
+
 def test_a_cache_reading_layer_may_keep_its_cache() -> None:
     class ReadsCache(CachingBlock):
         _can_checkpoint_with_cache = True

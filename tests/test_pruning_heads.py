@@ -151,6 +151,27 @@ def test_save_and_load_round_trip_restores_pruning(kind, tokens, tmp_path: Path)
     assert head_counts(loaded) == [1, 4, 3] and pruned_heads_of(loaded)[0] == [1, 2, 3]
 
 
+class UntiedAtBuild(GPT2LMHeadModel):
+    """A GPT-2 whose constructor leaves lm_head untied, so only `load_pruned_model`'s tie_weights() ties it."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        self.lm_head.weight = nn.Parameter(self.lm_head.weight.detach().clone())
+
+
+def test_load_pruned_model_ties_lm_head_to_the_loaded_embeddings(tokens, tmp_path: Path) -> None:
+    model = tiny_gpt2()
+    assert model.config.tie_word_embeddings
+    prune_heads(model, {1: [0, 2]})
+    model.save_pretrained(tmp_path)  # the tied lm_head.weight is stored once, as transformer.wte.weight
+    untied = UntiedAtBuild(model.config)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    loaded = load_pruned_model(UntiedAtBuild, tmp_path)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    torch.testing.assert_close(loaded.lm_head.weight, model.transformer.wte.weight, rtol=0, atol=0)
+    torch.testing.assert_close(_logits(loaded, tokens), _logits(model, tokens), rtol=1e-6, atol=ATOL)
+
+
 def test_reapply_pruned_heads_prunes_a_full_size_model_built_from_a_pruned_config() -> None:
     model = tiny_gpt2()
     prune_heads(model, {1: [0, 2]})
