@@ -20,13 +20,15 @@ class NotACheckoutError(FileNotFoundError):
     """The package was imported from an installation without the workbook's lessons and records beside it."""
 
 
-def checkout_folder(*parts: str, root: Path = CHECKOUT) -> Path:
+def checkout_folder(*parts: str, root: Path | None = None) -> Path:
     """`root / parts...`, after checking that `root` is a checkout of the workbook and the folder exists.
 
     Raises:
         NotACheckoutError: naming the folder looked for and where, when `root` has no `pyproject.toml` or no
             such folder (for example, the package was installed from a wheel rather than from a checkout).
     """
+    # Read CHECKOUT at call time (not as a default argument), so a test can point it elsewhere.
+    root = CHECKOUT if root is None else root
     folder = root.joinpath(*parts)
     if not (root / "pyproject.toml").is_file() or not folder.is_dir():
         raise NotACheckoutError(
