@@ -306,8 +306,8 @@ def test_cache_is_turned_off_under_checkpointing_with_a_single_warning() -> None
 
 
 def test_the_cache_warning_is_given_again_after_each_enable() -> None:
-    # Documented: once per layer class per `set_gradient_checkpointing(..., enable=True)`, so a re-run notebook
-    # shows it again (transformers' warning_once is once per process).
+    # Documented: once per layer class per `set_gradient_checkpointing(..., enable=True)`, so a re-run
+    # notebook shows it again (transformers' warning_once is once per process).
     layer = CachingBlock().train()
     x, cache = torch.randn(B, C, requires_grad=True), ["a cache"]
     per_enable = []

@@ -152,7 +152,7 @@ def test_save_and_load_round_trip_restores_pruning(kind, tokens, tmp_path: Path)
 
 
 class UntiedAtBuild(GPT2LMHeadModel):
-    """A GPT-2 whose constructor leaves lm_head untied, so only `load_pruned_model`'s tie_weights() ties it."""
+    """A GPT-2 whose constructor leaves lm_head untied: only `load_pruned_model`'s tie_weights() ties it."""
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__(config)
