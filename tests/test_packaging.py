@@ -62,6 +62,52 @@ def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
         )
 
 
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the package files that import it (anywhere in them), standard library left out."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "reference_impl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "reference_impl":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+#: Imported by the package but installed by a declared dependency, never on their own.
+TRANSITIVE = {
+    "numpy": "torch and matplotlib require it",
+    "IPython": "ipywidgets and jupyterlab require it",
+    "safetensors": "read only for transformers' checkpoints; transformers requires it",
+}
+
+
+def _distribution(module: str) -> str:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions().get(module, [module])[0].lower()
+
+
+def test_every_third_party_import_of_the_package_is_declared() -> None:
+    project = _pyproject()["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    declared |= {_name(r) for extra in project["optional-dependencies"] for r in _expand_extra(extra)}
+    undeclared = {
+        module: sorted(files)
+        for module, files in _third_party_imports().items()
+        if module not in TRANSITIVE and _distribution(module) not in declared
+    }
+    assert not undeclared, f"imported by reference_impl but not declared in pyproject.toml: {undeclared}"
+
+
 def test_transformers_pin_is_the_same_everywhere() -> None:
     from reference_impl.workbook.envcheck import PINNED_TRANSFORMERS
 

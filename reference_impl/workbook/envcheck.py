@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
+from packaging.version import InvalidVersion, Version
+
 __all__ = ["REQUIREMENTS", "Finding", "Requirement", "check_environment", "main", "report"]
 
 # The transformers release the lessons and oracle tests are proven against (see README).
@@ -59,21 +61,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """'2.13.0+cpu' -> (2, 13, 0); stops at the first part that is not a number ('5.0.0rc1' -> (5, 0))."""
-    parts = []
-    for piece in version.split("+")[0].split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if len(digits) != len(piece):
-            break
-    return tuple(parts)
+def _version(version: str) -> Version | None:
+    """PEP 440 version ('2.13.0+cpu', '5.0.0rc1' before '5.0'), or None when the package reports none."""
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
 
 
 def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Finding:
@@ -87,14 +80,15 @@ def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Findi
             req.install,
         )
     version = str(getattr(module, "__version__", "0"))
-    if _version_tuple(version) < _version_tuple(req.minimum):
+    parsed = _version(version)
+    if parsed is None or parsed < Version(req.minimum):
         return Finding(
             req.module,
             False,
             f"{req.module} {version} is too old: {req.minimum} or newer is needed for {req.why}",
             req.install,
         )
-    if req.exact is not None and version != req.exact:
+    if req.exact is not None and parsed != Version(req.exact):
         return Finding(
             req.module,
             True,
