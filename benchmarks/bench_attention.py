@@ -61,6 +61,7 @@ def main() -> None:
             },
             rounds=args.rounds,
             warmup=2,
+            desc="attention",
         )
     ratios = {
         "ours_eager / transformers_eager": medians["ours_eager"] / medians["transformers_eager"],

@@ -211,7 +211,7 @@ def measure_model(
         _, _, meta = configs[key]
         flags = [bool(m.gradient_checkpointing) for m, _, _ in configs[key][1] if _is_layer(m)]
         results[key] = {**meta, "peak_bytes": peak, "checkpointed_layers": sum(flags)}
-    times = side_by_side_seconds(fns, rounds=rounds, warmup=1)
+    times = side_by_side_seconds(fns, rounds=rounds, warmup=1, desc=name)
     for key, seconds in times.items():
         results[key]["median_s"] = seconds
 
@@ -224,7 +224,9 @@ def measure_model(
         with torch.no_grad(), autocast:
             body(input_ids=ids)
 
-    fwd_body = side_by_side_seconds({"body": body_forward}, rounds=rounds, warmup=1)["body"]
+    fwd_body = side_by_side_seconds({"body": body_forward}, rounds=rounds, warmup=1, desc=f"{name} forward")[
+        "body"
+    ]
 
     base = results["none"]
     for r in results.values():

@@ -165,7 +165,7 @@ def main() -> None:
 
     peaks = {name: peak_bytes(run, device) for name, run in contenders.items()}
     peaks["attention only"] = peak_bytes(forward(0, skip_feed_forward), device)
-    seconds = side_by_side_seconds(timed, rounds=args.rounds, warmup=1)
+    seconds = side_by_side_seconds(timed, rounds=args.rounds, warmup=1, desc="chunking")
 
     unchunked = seconds["unchunked"]
     # The target: the same peak as transformers' reference chunking at no more than 1.04x the unchunked time.

@@ -71,7 +71,12 @@ def bench_size(nx: int, nf: int, tokens: int, rounds: int, passes: int) -> dict:
         "transformers_again": fwd_bwd(theirs_again, x, grad),
         "linear": fwd_bwd(linear, x, grad),
     }
-    runs = [side_by_side_seconds(fns, rounds=rounds, warmup=1 if i else 2) for i in range(passes)]
+    runs = [
+        side_by_side_seconds(
+            fns, rounds=rounds, warmup=1 if i else 2, desc=f"{nx}->{nf} pass {i + 1}/{passes}"
+        )
+        for i in range(passes)
+    ]
     medians = {name: statistics.median(run[name] for run in runs) for name in fns}
     per_pass = {
         "ours/transformers": [run["ours"] / run["transformers"] for run in runs],
@@ -112,7 +117,7 @@ def bench_overhead(rounds: int) -> dict:
         return call
 
     fns = {"ours": forward(ours), "transformers": forward(theirs)}
-    medians = side_by_side_seconds(fns, rounds=3 * rounds, warmup=2, inner=500)
+    medians = side_by_side_seconds(fns, rounds=3 * rounds, warmup=2, inner=500, desc="overhead")
     return {
         "nx": 8,
         "nf": 8,

@@ -80,7 +80,7 @@ def measure(rounds: int) -> dict[str, Any]:
         hidden = torch.randn(spec["batch"], T, C)
         fns = {f"forward {p}": partial(_forward, m, x) for p, m in variants.items()}
         fns |= {f"attention {p}": partial(_attention, m, hidden) for p, m in variants.items()}
-        seconds = side_by_side_seconds(fns, rounds=rounds, warmup=2, inner=20 if C < 256 else 1)
+        seconds = side_by_side_seconds(fns, rounds=rounds, warmup=2, inner=20 if C < 256 else 1, desc=name)
         rows = []
         for p, model in variants.items():
             params = sum(t.numel() for t in model.parameters())

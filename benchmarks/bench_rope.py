@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     # "ours again" is the same function timed a second time: its ratio to "ours" is the noise floor of this
     # run
     seconds = side_by_side_seconds(
-        {"ours": ours, "transformers": theirs, "ours again": ours}, rounds=args.rounds, warmup=2
+        {"ours": ours, "transformers": theirs, "ours again": ours}, rounds=args.rounds, warmup=2, desc="rope"
     )
     ratio = seconds["ours"] / seconds["transformers"]
     noise = seconds["ours again"] / seconds["ours"]

@@ -108,6 +108,18 @@ def test_every_third_party_import_of_the_package_is_declared() -> None:
     assert not undeclared, f"imported by reference_impl but not declared in pyproject.toml: {undeclared}"
 
 
+def test_every_declared_dependency_is_used_by_the_package() -> None:
+    imported = {_distribution(module) for module in _third_party_imports()}
+    # Started as `python -m jupyterlab` by the launcher (reference_impl/workbook/lab.py), never imported.
+    run_not_imported = {"jupyterlab"}
+    unused = [
+        req
+        for req in _pyproject()["project"]["dependencies"]
+        if _name(req) not in imported and _name(req) not in run_not_imported
+    ]
+    assert not unused, f"declared in pyproject.toml but never used by reference_impl: {unused}"
+
+
 def test_transformers_pin_is_the_same_everywhere() -> None:
     from reference_impl.workbook.envcheck import PINNED_TRANSFORMERS
 

@@ -29,6 +29,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from reference_impl.workbook.progress import progress
+
 __all__ = [
     "PeakMemory",
     "SavedTensors",
@@ -205,12 +207,18 @@ def median_seconds(fn: Callable[[], Any], *, repeats: int = 7, warmup: int = 2, 
 
 
 def side_by_side_seconds(
-    fns: dict[str, Callable[[], Any]], *, rounds: int = 7, warmup: int = 2, inner: int = 1
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int = 7,
+    warmup: int = 2,
+    inner: int = 1,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """Median seconds of several functions measured *interleaved* (A, B, C, A, B, C, ...) in one run.
 
     Interleaving puts every contender under the same machine conditions (clock, other load, caches), which is
-    what makes a ratio between them trustworthy; timing A fully and then B is not.
+    what makes a ratio between them trustworthy; timing A fully and then B is not. With `desc`, the rounds
+    show a progress bar on stderr when it is a terminal (`reference_impl.workbook.progress`).
     """
     import time
 
@@ -218,7 +226,7 @@ def side_by_side_seconds(
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(rounds) if desc is None else progress(range(rounds), desc=desc, unit="round"):
         for name, fn in fns.items():
             _sync()
             start = time.perf_counter()
