@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def llama31_config(n_heads: int, head_dim: int):
     """A one-layer Llama 3.1-style config in the installed transformers' format (5.x rope_parameters, 4.x
     rope_scaling)."""
-    import transformers
-    from packaging.version import Version
     from transformers import LlamaConfig
+
+    from reference_impl.workbook.tiny import rope_config_kwargs
 
     rope = {
         "rope_type": "llama3",
@@ -49,9 +49,7 @@ def llama31_config(n_heads: int, head_dim: int):
         "num_hidden_layers": 1,
         "vocab_size": 128,
     }
-    if Version(transformers.__version__).major >= 5:
-        return LlamaConfig(rope_parameters={**rope, "rope_theta": 500_000.0}, **common)
-    return LlamaConfig(rope_scaling=rope, rope_theta=500_000.0, **common)
+    return LlamaConfig(**rope_config_kwargs(rope, 500_000.0), **common)
 
 
 def main(argv: list[str] | None = None) -> dict:

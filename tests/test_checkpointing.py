@@ -503,37 +503,20 @@ def test_segment_size_is_round_sqrt() -> None:
 transformers = pytest.importorskip("transformers")
 from packaging.version import Version  # noqa: E402
 
+from reference_impl.workbook.tiny import tiny_gpt2_config, tiny_llama_config  # noqa: E402
+
 TF_VERSION = Version(transformers.__version__)
 
 
 def tiny_model(family: str, dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
     if family == "gpt2":
-        config = transformers.GPT2Config(
-            n_layer=4,
-            n_embd=32,
-            n_head=4,
-            vocab_size=64,
-            n_positions=32,
-            bos_token_id=0,
-            eos_token_id=0,
-            resid_pdrop=dropout,
-            embd_pdrop=dropout,
-            attn_pdrop=dropout,
+        config = tiny_gpt2_config(
+            n_layer=4, n_positions=32, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout
         )
         return transformers.GPT2LMHeadModel(config).train()
-    config = transformers.LlamaConfig(
-        num_hidden_layers=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-        max_position_embeddings=32,
-        attention_dropout=dropout,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+    config = tiny_llama_config(
+        num_hidden_layers=4, attention_dropout=dropout, bos_token_id=0, eos_token_id=0, pad_token_id=0
     )
     return transformers.LlamaForCausalLM(config).train()
 

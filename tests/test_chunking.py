@@ -12,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.version import Version
 from torch.utils.checkpoint import checkpoint
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 from transformers.models.bert import modeling_bert
 from transformers.pytorch_utils import apply_chunking_to_forward as hf_apply_chunking_to_forward
 
 from reference_impl.chunking import apply_chunking_to_forward, probe_chunking_safety
 from reference_impl.workbook.measure import PeakMemory, SavedTensors, tensor_bytes
+from reference_impl.workbook.tiny import tiny_bert_config
 
 TRANSFORMERS = Version(transformers.__version__)
 
@@ -34,15 +35,7 @@ def make_ffn(c: int = 8, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
 
 
 def tiny_bert(**overrides: int) -> BertModel:
-    sizes = {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
-        "max_position_embeddings": 32,
-    }
-    return BertModel(BertConfig(**{**sizes, **overrides})).eval()
+    return BertModel(tiny_bert_config(**overrides)).eval()
 
 
 class Spy:

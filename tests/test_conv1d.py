@@ -350,9 +350,11 @@ def test_transformers_still_refuses_non_contiguous_inputs_where_we_do_not() -> N
 
 
 def gpt2_tiny():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
+    from reference_impl.workbook.tiny import tiny_gpt2_config
+
+    config = tiny_gpt2_config(vocab_size=97)
     torch.manual_seed(0)
     return GPT2LMHeadModel(config).eval()
 

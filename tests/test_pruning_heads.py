@@ -16,7 +16,7 @@ import torch
 import transformers
 from packaging.version import Version
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaModel
+from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaModel
 from transformers.modeling_utils import PreTrainedModel
 
 from reference_impl.pruning_heads import (
@@ -28,6 +28,7 @@ from reference_impl.pruning_heads import (
     reapply_pruned_heads,
 )
 from reference_impl.pruning_importance import mask_heads
+from reference_impl.workbook.tiny import tiny_bert_config, tiny_gpt2_config, tiny_llama_config
 
 TRANSFORMERS_4 = Version(transformers.__version__) < Version("5")
 needs_4 = pytest.mark.skipif(not TRANSFORMERS_4, reason="transformers 5 removed PreTrainedModel.prune_heads")
@@ -35,24 +36,14 @@ ATOL = 1e-6  # pruned vs masked: the same products, summed over fewer (zero) ter
 
 
 def tiny_gpt2(attn_implementation: str = "eager") -> GPT2LMHeadModel:
-    config = GPT2Config(
-        n_layer=3,
-        n_embd=16,
-        n_head=4,
-        vocab_size=40,
-        n_positions=16,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation=attn_implementation,
-    )
+    config = tiny_gpt2_config(n_layer=3, n_embd=16, vocab_size=40, attn_implementation=attn_implementation)
     return GPT2LMHeadModel(config).eval()
 
 
 def tiny_bert(attn_implementation: str = "eager") -> BertForMaskedLM:
-    config = BertConfig(
+    config = tiny_bert_config(
         num_hidden_layers=3,
         hidden_size=16,
-        num_attention_heads=4,
         intermediate_size=32,
         vocab_size=40,
         max_position_embeddings=16,
@@ -239,13 +230,13 @@ def test_bad_layer_or_head_is_refused_with_a_message_naming_it(heads, error, mes
 
 def test_unsupported_architecture_is_refused_naming_what_is_supported() -> None:
     llama = LlamaModel(
-        LlamaConfig(
+        tiny_llama_config(
             num_hidden_layers=1,
             hidden_size=16,
-            num_attention_heads=4,
             num_key_value_heads=4,
             intermediate_size=32,
             vocab_size=40,
+            max_position_embeddings=2048,
         )
     )
     with pytest.raises(

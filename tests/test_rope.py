@@ -26,6 +26,7 @@ from reference_impl.rope import (
     rotate_half,
 )
 from reference_impl.rope_init import llama3_wavelength_bands, yarn_correction_range
+from reference_impl.workbook.tiny import rope_config_kwargs
 
 V5 = Version(transformers.__version__).major >= 5
 TINY = {"num_key_value_heads": 1, "intermediate_size": 32, "num_hidden_layers": 1, "vocab_size": 64}
@@ -38,14 +39,7 @@ def hf_config(rope: dict, *, theta: float = 10_000.0, model: str = "llama", **kw
 
     cls = {"llama": LlamaConfig, "phi3": Phi3Config}[model]
     kw = {"hidden_size": 64, "num_attention_heads": 2, **TINY, **kw}
-    if V5:
-        return cls(rope_parameters={**rope, "rope_theta": theta}, **kw)
-    scaling = None if rope.get("rope_type", "default") == "default" else dict(rope)
-    if (
-        scaling is not None and model == "phi3"
-    ):  # 4.x Phi3Config wants exactly {type, short_factor, long_factor}
-        scaling["type"] = scaling.pop("rope_type")
-    return cls(rope_scaling=scaling, rope_theta=theta, **kw)
+    return cls(**rope_config_kwargs(rope, theta, model_type=model), **kw)
 
 
 def their_init(rope_type: str, config):

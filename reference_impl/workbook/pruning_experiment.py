@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from reference_impl.workbook.tiny import tiny_gpt2_config
+
 __all__ = [
     "CHECKPOINT",
     "DIGITS",
@@ -56,22 +58,17 @@ def offset_pair_batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor,
 def tiny_task_config(**overrides: Any) -> Any:
     """GPT2Config of the task model: 2 layers, 8 heads of size 8 each (C = 64), 64 output classes, no
     dropout."""
-    from transformers import GPT2Config
-
     settings: dict[str, Any] = {
         "n_layer": 2,
         "n_head": 8,
         "n_embd": 64,
         "n_positions": SEQ_LEN,
         "vocab_size": DIGITS * DIGITS,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
     }
-    settings.update(overrides)
-    return GPT2Config(**settings)
+    return tiny_gpt2_config(**{**settings, **overrides})
 
 
 def task_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
