@@ -1,29 +1,10 @@
-"""GPT-2's Conv1D: a Linear layer whose weight is stored transposed, and the conversions to and from
-nn.Linear.
+"""GPT-2's Conv1D: a Linear layer whose weight is stored transposed, and conversions to and from nn.Linear.
 
 Mirrors `transformers.pytorch_utils.Conv1D` (identical in transformers 4.57.6 and 5.22.2). Taught in
 lessons/02_conv1d_vs_linear.ipynb.
 
     Conv1D(nf, nx):  y = x @ W + b        W: (nx, nf)  "in x out", as OpenAI's GPT checkpoints store it
     nn.Linear(nx, nf): y = x @ A.T + b    A: (nf, nx)  "out x in", as PyTorch stores it;  A = W.T
-
-# NOTE [ Why is it called a 1D convolution? ]
-# OpenAI's GPT code (openai/finetune-transformer-lm, TensorFlow, 2018) wrote every projection as a 1-D
-# convolution over the sequence, `conv1d(x, scope, nf, rf)`, with a kernel variable of shape (rf, nx, nf):
-# width rf, nx in, nf out. Every projection used rf=1, for which the code ran a matmul instead of
-# `tf.nn.conv1d` ("#faster 1x1 conv"). A width-1 convolution looks at one position at a time, so it is
-# exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
-# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. Drop the width and the
-# checkpoint holds (nx, nf) = "in x out". GPT-2 (openai/gpt-2) kept the function, the (1, nx, nf) variables
-# and the name; transformers keeps the name and the layout so those checkpoints load unchanged
-# (huggingface/transformers#311). `conv1d_to_nn_conv1d` below builds the width-1 nn.Conv1d, to show it.
-
-# NOTE [ Non-contiguous inputs: where we differ from transformers ]
-# transformers flattens the input with `x.view(-1, nx)`, which raises "view size is not compatible with input
-# tensor's size and stride" on a non-contiguous input such as `x.transpose(0, 1)`. We use `x.reshape(-1, nx)`:
-# on an input `view` accepts, `reshape` returns that very view (same data, same strides), so the result is
-# bitwise the same as transformers'; on any other input it copies to a contiguous tensor first and the result
-# is bitwise that of transformers on `x.contiguous()`. tests/test_conv1d.py proves both.
 """
 
 from __future__ import annotations
@@ -44,7 +25,7 @@ class Conv1D(nn.Module):
     and backward. GPT-2 checkpoints therefore load into it with `strict=True`.
 
     Where we differ (documented, tested):
-    - a non-contiguous input works (transformers raises); see NOTE [ Non-contiguous inputs ] in the module;
+    - a non-contiguous input works (transformers raises); see NOTE [ Non-contiguous inputs ] in `forward`;
     - an input whose last dimension is not `nx`, or whose dtype is not the weight's (outside autocast), raises
       a `RuntimeError` (the type transformers raises) whose message names `nx`, the shape or the dtypes;
     - optional `device=` / `dtype=` keywords, as `nn.Linear` has, so a layer can be built in place
@@ -95,7 +76,14 @@ class Conv1D(nn.Module):
                 f"torch.autocast"
             )
         size_out = (*x.shape[:-1], self.nf)
-        x = x.reshape(-1, self.nx)  # (..., nx) -> (N, nx); a view when possible, a copy when not (see NOTE)
+        # NOTE [ Non-contiguous inputs: where we differ from transformers ]
+        # transformers flattens the input with `x.view(-1, nx)`, which raises "view size is not compatible
+        # with input tensor's size and stride" on a non-contiguous input such as `x.transpose(0, 1)`. We use
+        # `x.reshape(-1, nx)`: on an input `view` accepts, `reshape` returns that very view (same data, same
+        # strides), so the result is bitwise the same as transformers'; on any other input it copies to a
+        # contiguous tensor first and the result is bitwise that of transformers on `x.contiguous()`.
+        # tests/test_conv1d.py proves both.
+        x = x.reshape(-1, self.nx)  # (..., nx) -> (N, nx); a view when possible, a copy when not
         x = torch.addmm(self.bias, x, self.weight)  # (nf,) + (N, nx) @ (nx, nf) -> (N, nf)
         return x.view(size_out)  # (N, nf) -> (..., nf)
 
@@ -188,8 +176,18 @@ def linear_to_conv1d(linear: nn.Linear) -> Conv1D:
     return conv.train(linear.training)
 
 
+# NOTE [ Why is it called a 1D convolution? ]
+# OpenAI's GPT code (openai/finetune-transformer-lm, TensorFlow, 2018) wrote every projection as a 1-D
+# convolution over the sequence, `conv1d(x, scope, nf, rf)`, with a kernel variable of shape (rf, nx, nf):
+# width rf, nx in, nf out. Every projection used rf=1, for which the code ran a matmul instead of
+# `tf.nn.conv1d` ("#faster 1x1 conv"). A width-1 convolution looks at one position at a time, so it is
+# exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
+# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. Drop the width and the
+# checkpoint holds (nx, nf) = "in x out". GPT-2 (openai/gpt-2) kept the function, the (1, nx, nf) variables
+# and the name; transformers keeps the name and the layout so those checkpoints load unchanged
+# (huggingface/transformers#311). `conv1d_to_nn_conv1d` builds the width-1 nn.Conv1d, to show it.
 def conv1d_to_nn_conv1d(conv: Conv1D) -> nn.Conv1d:
-    r"""The width-1 `nn.Conv1d(nx, nf, kernel_size=1)` that `conv` is named after (see NOTE [ Why ... ]).
+    r"""The width-1 `nn.Conv1d(nx, nf, kernel_size=1)` that `conv` is named after (NOTE above).
 
     Its kernel is `W.T` with a width axis added: `(nx, nf) -> (nf, nx, 1)`. It works on channels-first input,
     so `conv(x)` equals `pointwise(x.transpose(1, 2)).transpose(1, 2)` for `x` of shape `(B, T, nx)`, up to

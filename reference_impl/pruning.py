@@ -1,25 +1,16 @@
-"""Head pruning, layer by layer: keep some rows or columns of a Linear or Conv1D, and find which ones a head
-owns.
+"""Head pruning, layer by layer: keep some rows or columns of a Linear or Conv1D; find which ones a head owns.
 
 Mirrors `transformers.pytorch_utils` (`prune_linear_layer` in 4.57.6 and 5.22.2; `prune_conv1d_layer`,
 `prune_layer` and `find_pruneable_heads_and_indices` in 4.57.6 only: transformers 5 removed them with
 model-level pruning, PR #41417). Taught in lessons/05_head_pruning.ipynb.
 
-The pruning component is three modules that sort together and depend one way (each imports only those above
-it):
+The pruning component is three modules that sort together and depend one way (each imports only the ones
+above it):
 - `reference_impl.pruning` (this one): layer level, rows and columns of one Linear or Conv1D;
 - `reference_impl.pruning_heads`: model level, `prune_heads(model, {layer: [heads]})` for GPT-2 and BERT in
   both transformers lines, and saving / loading a pruned model;
 - `reference_impl.pruning_importance`: Michel et al.'s gradient score of each head, masking heads without
   pruning, and choosing which heads to prune to a budget.
-
-# NOTE [ Where a head lives in a projection ]
-# A layer with H heads of size D computes q, k, v with projections of C -> H·D outputs. Output unit j belongs
-# to head j // D, so head h owns the D consecutive units h·D ... h·D + D - 1. The output projection reads
-# those same H·D units as its *inputs*. Removing head h therefore removes D rows of W_q, W_k, W_v (dim 0 of an
-# nn.Linear weight, which is (out, in)) and the same D columns of W_o (dim 1). Biases belong to outputs: they
-# are sliced with the rows, and kept whole when columns go (an output unit of W_o still exists; it just reads
-# fewer inputs).
 
 # NOTE [ Where we differ from transformers ]
 # - dtype, device and requires_grad are kept. transformers builds the new nn.Linear in the default dtype and
@@ -218,6 +209,13 @@ def prune_layer(
     )
 
 
+# NOTE [ Where a head lives in a projection ]
+# A layer with H heads of size D computes q, k, v with projections of C -> H·D outputs. Output unit j belongs
+# to head j // D, so head h owns the D consecutive units h·D ... h·D + D - 1. The output projection reads
+# those same H·D units as its *inputs*. Removing head h therefore removes D rows of W_q, W_k, W_v (dim 0 of an
+# nn.Linear weight, which is (out, in)) and the same D columns of W_o (dim 1). Biases belong to outputs: they
+# are sliced with the rows, and kept whole when columns go (an output unit of W_o still exists; it just reads
+# fewer inputs).
 def find_pruneable_heads_and_indices(
     heads: Iterable[int], n_heads: int, head_size: int, already_pruned_heads: set[int]
 ) -> tuple[set[int], torch.Tensor]:

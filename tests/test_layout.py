@@ -210,3 +210,24 @@ def test_every_module_beside_the_workbook_is_a_component(path: Path) -> None:
         f"{name}'s docstring must say, after its summary line, what in transformers it mirrors (or that it "
         "is not)"
     )
+
+
+def test_every_note_a_comment_points_to_exists() -> None:
+    # NOTE blocks move next to the code they explain; a "see NOTE [ X ]" left behind must still find one.
+    sources = {path: path.read_text() for path in sorted(PACKAGE.rglob("*.py"))}
+    defined = {
+        title.strip()
+        for text in sources.values()
+        for title in re.findall(r"^\s*#:? ?NOTE \[ ([^\]]+) \]", text, flags=re.MULTILINE)
+    }
+    missing = []
+    for path, text in sources.items():
+        for line in text.splitlines():
+            if re.match(r"^\s*#:? ?NOTE \[", line):
+                continue  # a definition
+            for title in re.findall(r"NOTE \[ ([^\]]+) \]", line):
+                prefix = title.strip().removesuffix("...").strip()
+                if not any(name.startswith(prefix) for name in defined):
+                    missing.append(f"{path.relative_to(ROOT)}: NOTE [ {title} ]")
+    assert defined, "no NOTE block found at all: the pattern is wrong"
+    assert not missing, f"references to NOTE blocks that do not exist: {missing}"
