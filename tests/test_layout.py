@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
@@ -72,24 +73,10 @@ def _import_graph() -> dict[str, set[str]]:
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import circle in `graph` as a list of modules (first == last), or None when it has none."""
-    state: dict[str, str] = {}  # "open" while on the current path, "done" once all it reaches is explored
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = "open"
-        path.append(node)
-        for target in sorted(graph[node]):
-            if state.get(target) == "open":
-                return [*path[path.index(target) :], target]
-            if target not in state and (found := visit(target)):
-                return found
-        path.pop()
-        state[node] = "done"
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (found := visit(node)):
-            return found
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        return list(error.args[1])
     return None
 
 
