@@ -2,10 +2,11 @@
 
     python benchmarks/bench_attention.py            # writes benchmarks/results/attention_cpu.json
 
-One causal attention layer call: 1 sequence of 1024 tokens, 16 heads of 64 dims, float32, forward only, no grad.
-The two eager functions get the same additive causal mask (`eager_mask`); sdpa gets `attention_mask=None`
-(`is_causal=True` inside, as `sdpa_mask` arranges for a plain causal batch). Timings are medians of interleaved
-rounds (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratios are fair even on a busy machine.
+One causal attention layer call: 1 sequence of 1024 tokens, 16 heads of 64 dims, float32, forward only, no
+grad. The two eager functions get the same additive causal mask (`eager_mask`); sdpa gets
+`attention_mask=None` (`is_causal=True` inside, as `sdpa_mask` arranges for a plain causal batch). Timings are
+medians of interleaved rounds (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratios are fair
+even on a busy machine.
 Target: ours within 5% of transformers' eager (the same operations in the same order).
 """
 
@@ -60,6 +61,7 @@ def main() -> None:
             },
             rounds=args.rounds,
             warmup=2,
+            desc="attention",
         )
     ratios = {
         "ours_eager / transformers_eager": medians["ours_eager"] / medians["transformers_eager"],
@@ -86,7 +88,8 @@ def main() -> None:
         print(f"  {name:<20} {seconds * 1e3:8.1f} ms   {seconds / medians['transformers_eager']:.3f}x eager")
     verdict = "meets" if record["meets_target"] else "MISSES"
     print(
-        f"ours / transformers eager = {ratios['ours_eager / transformers_eager']:.3f} ({verdict} target <= {TARGET})"
+        f"ours / transformers eager = {ratios['ours_eager / transformers_eager']:.3f} ({verdict} target <= "
+        f"{TARGET})"
     )
     print(f"wrote {args.out}")
 

@@ -1,23 +1,26 @@
-"""Gradient checkpointing on real model shapes: activation peak against step time, theirs, ours and our policies.
+"""Gradient checkpointing on real model shapes: activation peak vs step time, theirs, ours, our policies.
 
     python benchmarks/bench_checkpointing.py --device cuda --out benchmarks/results/checkpointing_gpu.json
     python benchmarks/bench_checkpointing.py --device cpu --tiny           # a smoke test of the script itself
 
-A training step is forward + loss + backward under bf16 autocast, on a model built from its config (random init,
-fp32 weights). For each model, every configuration is measured in one interleaved run
-(`reference_impl.workbook.measure.side_by_side_seconds`), so ratios between them are taken under the same conditions:
+A training step is forward + loss + backward under bf16 autocast, on a model built from its config (random
+init, fp32 weights). For each model, every configuration is measured in one interleaved run
+(`reference_impl.workbook.measure.side_by_side_seconds`), so ratios between them are taken under the same
+conditions:
 
 - `none`: no checkpointing;
-- `hf_{re,nre}_k{1..4}`: transformers' `model.gradient_checkpointing_enable({"use_reentrant": ...}, every_n_layers=k)`;
+- `hf_{re,nre}_k{1..4}`: transformers' `model.gradient_checkpointing_enable({"use_reentrant": ...},
+  every_n_layers=k)`;
 - `ours_{re,nre}_k{1..4}`: our `set_gradient_checkpointing` on a twin model whose blocks run our
-  `GradientCheckpointingLayer.__call__` (same weights; the twin's blocks are re-classed, see `adopt_our_layer`);
+  `GradientCheckpointingLayer.__call__` (same weights; the twin's blocks are re-classed, see
+  `adopt_our_layer`);
 - our policies: `ours_sqrt_{re,nre}`, `ours_selective_k{1,2}`, `ours_selattn_k1`;
 - diagnostics of the non-reentrant cost: `ours_nre_k1_norng` (preserve_rng_state=False),
   `ours_nre_k1_nodet` (determinism_check="none"), and a profile of one step of `hf_re_k1` and `hf_nre_k1`.
 
-Peak = `torch.cuda.max_memory_allocated` during a step, above what was allocated before it (model + gradients).
-The lower bound on a checkpointed step: no-checkpoint time + one extra forward of the checkpointed layers
-(`fwd_body_ms * checkpointed / L`, the body's forward timed under no_grad).
+Peak = `torch.cuda.max_memory_allocated` during a step, above what was allocated before it (model +
+gradients). The lower bound on a checkpointed step: no-checkpoint time + one extra forward of the checkpointed
+layers (`fwd_body_ms * checkpointed / L`, the body's forward timed under no_grad).
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ def build(family: str, cfg_kwargs: dict[str, Any], device: str) -> torch.nn.Modu
 def adopt_our_layer(model: torch.nn.Module) -> int:
     """Re-class every transformers decoder block so that its call goes through our GradientCheckpointingLayer.
 
-    `class OursGPT2Block(GradientCheckpointingLayer, GPT2Block)`: our `__call__` comes first in the MRO and calls
-    `nn.Module.__call__` itself, so transformers' `__call__` is never reached and nothing is checkpointed twice.
+    `class OursGPT2Block(GradientCheckpointingLayer, GPT2Block)`: our `__call__` comes first in the MRO and
+    calls `nn.Module.__call__` itself, so transformers' `__call__` is never reached and nothing is
+    checkpointed twice.
     """
     count = 0
     for module in model.modules():
@@ -134,7 +138,8 @@ def restore(state: list[tuple[torch.nn.Module, bool, Any]]) -> None:
 
 
 def one_input_grad_hook(model: torch.nn.Module) -> None:
-    """Exactly one `enable_input_require_grads` hook (each enable adds one; keep every configuration equal)."""
+    """Exactly one `enable_input_require_grads` hook (each enable adds one; keep every configuration
+    equal)."""
     model.get_input_embeddings()._forward_hooks.clear()
     model.enable_input_require_grads()
 
@@ -206,11 +211,12 @@ def measure_model(
         _, _, meta = configs[key]
         flags = [bool(m.gradient_checkpointing) for m, _, _ in configs[key][1] if _is_layer(m)]
         results[key] = {**meta, "peak_bytes": peak, "checkpointed_layers": sum(flags)}
-    times = side_by_side_seconds(fns, rounds=rounds, warmup=1)
+    times = side_by_side_seconds(fns, rounds=rounds, warmup=1, desc=name)
     for key, seconds in times.items():
         results[key]["median_s"] = seconds
 
-    # The lower bound: one extra forward of the checkpointed layers (the body's forward, no grad, same autocast).
+    # The lower bound: one extra forward of the checkpointed layers (the body's forward, no grad, same
+    # autocast).
     restore(configs["none"][1])
     body = theirs.transformer if family == "gpt2" else theirs.model
 
@@ -218,7 +224,9 @@ def measure_model(
         with torch.no_grad(), autocast:
             body(input_ids=ids)
 
-    fwd_body = side_by_side_seconds({"body": body_forward}, rounds=rounds, warmup=1)["body"]
+    fwd_body = side_by_side_seconds({"body": body_forward}, rounds=rounds, warmup=1, desc=f"{name} forward")[
+        "body"
+    ]
 
     base = results["none"]
     for r in results.values():
@@ -244,7 +252,8 @@ def _is_layer(module: torch.nn.Module) -> bool:
 
 
 def _peak_bytes(fn, device: str) -> int:
-    """Peak bytes of one step above what was allocated before it: exact on CPU, the allocator's peak on a GPU."""
+    """Peak bytes of one step above what was allocated before it: exact on CPU, the allocator's peak on a
+    GPU."""
     if device == "cuda":
         return gpu_peak_memory(fn)
     with PeakMemory() as mem:
@@ -265,7 +274,8 @@ def _ours_vs_theirs(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, f
 
 
 def _front(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """For each transformers point, the points of ours (policies) that beat it: faster at <= memory, or less memory
+    """For each transformers point, the points of ours (policies) that beat it: faster at <= memory, or less
+    memory
     at <= time. Also the Pareto front of everything measured."""
     theirs = {k: r for k, r in results.items() if r["who"] == "transformers"}
     policies = {
@@ -297,7 +307,8 @@ def _front(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _profile(fns: dict[str, Any], device: str) -> dict[str, Any]:
-    """Kernel time, kernel count and CPU wall of one step in each reentrant mode: where the extra time goes."""
+    """Kernel time, kernel count and CPU wall of one step in each reentrant mode: where the extra time
+    goes."""
     from torch.profiler import ProfilerActivity, profile
 
     out: dict[str, Any] = {}
@@ -327,7 +338,8 @@ def print_table(record: dict[str, Any]) -> None:
         base = res["none"]
         print(
             f"\n{name}: L={m['num_layers']}, batch {m['batch']} x {m['seq']}, no ckpt "
-            f"{base['peak_bytes'] / MiB:.0f} MiB, {base['median_s'] * 1e3:.1f} ms; fwd body {m['fwd_body_s'] * 1e3:.1f} ms"
+            f"{base['peak_bytes'] / MiB:.0f} MiB, {base['median_s'] * 1e3:.1f} ms; fwd body "
+            f"{m['fwd_body_s'] * 1e3:.1f} ms"
         )
         print(f"{'config':24s} {'peak MiB':>9s} {'mem':>6s} {'ms':>8s} {'time':>6s} {'bound':>6s}")
         for key, r in res.items():

@@ -1,7 +1,7 @@
 """Feed-forward chunking in a BERT-base shaped model: peak memory and time, transformers' chunking vs ours.
 
-    python benchmarks/bench_chunking.py --device cuda                  # H200 figures -> results/chunking_gpu.json
-    python benchmarks/bench_chunking.py --device cpu --small           # CPU figures  -> results/chunking_cpu.json
+    python benchmarks/bench_chunking.py --device cuda           # H200 figures -> results/chunking_gpu.json
+    python benchmarks/bench_chunking.py --device cpu --small    # CPU figures  -> results/chunking_cpu.json
 
 One model (BertConfig defaults, random init, max_position_embeddings raised to the sequence length), inference
 only. Every contender runs the same model with `layer.chunk_size_feed_forward` set to its chunk size:
@@ -34,7 +34,8 @@ from reference_impl.workbook.measure import PeakMemory, gpu_peak_memory, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20
-# Ours, swapped into the same model, must reach transformers' peak at no more than this times the unchunked time.
+# Ours, swapped into the same model, must reach transformers' peak at no more than this times the unchunked
+# time.
 TARGET_TIME_RATIO = 1.04
 HF_APPLY_CHUNKING = modeling_bert.apply_chunking_to_forward
 
@@ -133,15 +134,16 @@ def main() -> None:
         return run
 
     # Who runs first after a change of chunk size alternates: the first run after a switch can be a little
-    # slower (a first H200 run, which kept one order, had transformers behind ours by up to 3.5% on equal work).
+    # slower (a first H200 run, which kept one order, had transformers behind ours by up to 3.5% on equal
+    # work).
     contenders = {"unchunked": forward(0, HF_APPLY_CHUNKING)}
     for i, c in enumerate(chunk_sizes):
         pair = [(f"transformers c={c}", HF_APPLY_CHUNKING), (f"ours c={c}", apply_chunking_to_forward)]
         for name, fn in pair if i % 2 == 0 else pair[::-1]:
             contenders[name] = forward(c, fn)
-    # The first run after a change of chunk size is slower on a GPU (the caching allocator re-sizes its blocks),
-    # which penalised whichever contender came first. An untimed "primer" run of the same chunk size before each
-    # group absorbs that cost, so both timed contenders of a group run under the same conditions.
+    # The first run after a change of chunk size is slower on a GPU (the caching allocator re-sizes its
+    # blocks), which penalised whichever contender came first. An untimed "primer" run of the same chunk size
+    # before each group absorbs that cost, so both timed contenders of a group run under the same conditions.
     timed: dict[str, Callable[[], torch.Tensor]] = {}
     for name, run in contenders.items():
         size = name.split("c=")[-1] if "c=" in name else "0"
@@ -163,12 +165,13 @@ def main() -> None:
 
     peaks = {name: peak_bytes(run, device) for name, run in contenders.items()}
     peaks["attention only"] = peak_bytes(forward(0, skip_feed_forward), device)
-    seconds = side_by_side_seconds(timed, rounds=args.rounds, warmup=1)
+    seconds = side_by_side_seconds(timed, rounds=args.rounds, warmup=1, desc="chunking")
 
     unchunked = seconds["unchunked"]
     # The target: the same peak as transformers' reference chunking at no more than 1.04x the unchunked time.
     # Any chunk size of ours that reaches that peak qualifies; the largest such chunk is the fastest candidate
-    # (the lesson's formula predicts it: the FFN peak (1 + 7c/T) units stays under attention's floor up to c = 2T/7).
+    # (the lesson's formula predicts it: the FFN peak (1 + 7c/T) units stays under attention's floor up to c =
+    # 2T/7).
     reference_peak = peaks[f"transformers c={reference_chunk}"]
     ours_chunk = max(c for c in chunk_sizes if peaks[f"ours c={c}"] <= reference_peak)
     rows = {
@@ -223,7 +226,8 @@ def main() -> None:
     for name, row in rows.items():
         if "median_s" in row:
             print(
-                f"{name:>20} {row['peak_mib']:10.1f} {row['median_s'] * 1e3:10.1f} {row['time_vs_unchunked']:12.3f}"
+                f"{name:>20} {row['peak_mib']:10.1f} {row['median_s'] * 1e3:10.1f} "
+                f"{row['time_vs_unchunked']:12.3f}"
             )
         else:
             print(f"{name:>20} {row['peak_mib']:10.1f} {'':>10} {'':>12}")

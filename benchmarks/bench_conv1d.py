@@ -1,4 +1,4 @@
-"""Forward+backward time of our Conv1D, transformers' Conv1D and nn.Linear on GPT-2 projection sizes, side by side.
+"""Forward+backward time of our Conv1D, transformers' Conv1D and nn.Linear on GPT-2 projection sizes.
 
     python benchmarks/bench_conv1d.py                      # writes benchmarks/results/conv1d_cpu.json
     python benchmarks/bench_conv1d.py --tokens 128 --rounds 5 --out /tmp/conv1d.json
@@ -7,10 +7,11 @@ For every projection of GPT-2 small (C=768) and medium (C=1024) -- c_attn (C -> 
 mlp c_fc (C -> 4C), mlp c_proj (4C -> C) -- the same weights are timed as
 - `ours`: reference_impl.Conv1D (addmm on the (nx, nf) weight),
 - `transformers`: transformers.pytorch_utils.Conv1D (the same addmm),
-- `transformers_again`: a second, identical transformers layer: its ratio to `transformers` is the noise floor,
+- `transformers_again`: a second, identical transformers layer: its ratio to `transformers` is the noise
+  floor,
 - `linear`: nn.Linear holding W.T contiguous (F.linear: addmm on the transposed view of an (nf, nx) weight),
-interleaved (reference_impl.workbook.measure.side_by_side_seconds), in several passes. The target: ours within 3% of
-transformers (ratio of medians <= 1.03).
+interleaved (reference_impl.workbook.measure.side_by_side_seconds), in several passes. The target: ours within
+3% of transformers (ratio of medians <= 1.03).
 """
 
 from __future__ import annotations
@@ -70,7 +71,12 @@ def bench_size(nx: int, nf: int, tokens: int, rounds: int, passes: int) -> dict:
         "transformers_again": fwd_bwd(theirs_again, x, grad),
         "linear": fwd_bwd(linear, x, grad),
     }
-    runs = [side_by_side_seconds(fns, rounds=rounds, warmup=1 if i else 2) for i in range(passes)]
+    runs = [
+        side_by_side_seconds(
+            fns, rounds=rounds, warmup=1 if i else 2, desc=f"{nx}->{nf} pass {i + 1}/{passes}"
+        )
+        for i in range(passes)
+    ]
     medians = {name: statistics.median(run[name] for run in runs) for name in fns}
     per_pass = {
         "ours/transformers": [run["ours"] / run["transformers"] for run in runs],
@@ -91,9 +97,10 @@ def bench_overhead(rounds: int) -> dict:
     """Per-call cost of the Python around the matmul: forward of a tiny layer (8 -> 8, one row), no autograd.
 
     The matmul is negligible here, so the difference ours - transformers is the cost of our extra input checks
-    (last dimension, dtype). It is an absolute time per call, far steadier than a ratio on a loaded machine, and
-    it bounds what those checks can add at the GPT-2 sizes: difference / (time of one call there). A negative
-    difference means the checks cost less than the timer's resolution on this machine; the bound then is 0.
+    (last dimension, dtype). It is an absolute time per call, far steadier than a ratio on a loaded machine,
+    and it bounds what those checks can add at the GPT-2 sizes: difference / (time of one call there). A
+    negative difference means the checks cost less than the timer's resolution on this machine; the bound then
+    is 0.
     """
     from transformers.pytorch_utils import Conv1D as TheirConv1D
 
@@ -110,7 +117,7 @@ def bench_overhead(rounds: int) -> dict:
         return call
 
     fns = {"ours": forward(ours), "transformers": forward(theirs)}
-    medians = side_by_side_seconds(fns, rounds=3 * rounds, warmup=2, inner=500)
+    medians = side_by_side_seconds(fns, rounds=3 * rounds, warmup=2, inner=500, desc="overhead")
     return {
         "nx": 8,
         "nf": 8,
@@ -146,7 +153,8 @@ def main() -> None:
             results.append(r)
             m, q = r["median_seconds"], r["ratios"]
             print(
-                f"{model:22} {name:12} {f'{nx}->{nf}':>11} {m['ours'] * 1e3:8.2f} {m['transformers'] * 1e3:8.2f} "
+                f"{model:22} {name:12} {f'{nx}->{nf}':>11} {m['ours'] * 1e3:8.2f} "
+                f"{m['transformers'] * 1e3:8.2f} "
                 f"{m['linear'] * 1e3:9.2f} {q['ours/transformers']:8.3f} "
                 f"{q['transformers_again/transformers']:7.3f} {q['linear/transformers']:7.3f}"
             )
@@ -156,9 +164,10 @@ def main() -> None:
     for r in results:
         r["overhead_bound"] = max(extra, 0.0) / r["median_seconds"]["transformers"]
     print(
-        f"tiny layer (8->8, 1 row, forward): ours {overhead['median_seconds']['ours'] * 1e6:.1f} us, transformers "
-        f"{overhead['median_seconds']['transformers'] * 1e6:.1f} us per call: our checks cost "
-        f"{extra * 1e6:+.1f} us a call, at most {max(r['overhead_bound'] for r in results):+.2%} of a GPT-2 projection"
+        f"tiny layer (8->8, 1 row, forward): ours {overhead['median_seconds']['ours'] * 1e6:.1f} us, "
+        f"transformers {overhead['median_seconds']['transformers'] * 1e6:.1f} us per call: our checks cost "
+        f"{extra * 1e6:+.1f} us a call, at most {max(r['overhead_bound'] for r in results):+.2%} of a GPT-2 "
+        "projection"
     )
 
     ours_ratios = [r["ratios"]["ours/transformers"] for r in results]
@@ -189,7 +198,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(
-        f"ours/HF geomean {summary['ours/transformers_geomean']:.3f} (worst {summary['ours/transformers_worst']:.3f}); "
+        f"ours/HF geomean {summary['ours/transformers_geomean']:.3f} (worst "
+        f"{summary['ours/transformers_worst']:.3f}); "
         f"HF/HF noise floor up to {summary['noise_floor_max_abs']:.1%}; Linear/HF geomean "
         f"{summary['linear/transformers_geomean']:.3f}; target {summary['target']}: "
         f"{'met' if summary['target_met_geomean'] else 'NOT met'} (geomean). Wrote {args.out}"

@@ -1,6 +1,6 @@
-"""Parameters and CPU forward latency after pruning 25%, 50% and 75% of the heads, against the proportional ideal.
+"""Parameters and CPU forward latency after pruning 25%, 50% and 75% of the heads, against the ideal.
 
-    python benchmarks/bench_pruning.py              # writes benchmarks/results/pruning_cpu.json, prints a table
+    python benchmarks/bench_pruning.py    # writes benchmarks/results/pruning_cpu.json, prints a table
 
 Two GPT-2 models (random weights: the arithmetic does not depend on them): the lesson's tiny task model
 (2 layers, 8 heads, C = 64; batch 64 x 12 tokens) and a GPT-2-small-sized one (12 layers, 12 heads, C = 768;
@@ -80,7 +80,7 @@ def measure(rounds: int) -> dict[str, Any]:
         hidden = torch.randn(spec["batch"], T, C)
         fns = {f"forward {p}": partial(_forward, m, x) for p, m in variants.items()}
         fns |= {f"attention {p}": partial(_attention, m, hidden) for p, m in variants.items()}
-        seconds = side_by_side_seconds(fns, rounds=rounds, warmup=2, inner=20 if C < 256 else 1)
+        seconds = side_by_side_seconds(fns, rounds=rounds, warmup=2, inner=20 if C < 256 else 1, desc=name)
         rows = []
         for p, model in variants.items():
             params = sum(t.numel() for t in model.parameters())
@@ -119,7 +119,8 @@ def main() -> None:
     record = {
         "what": "parameters and CPU forward latency after pruning the same fraction of heads in every layer",
         "command": "python benchmarks/bench_pruning.py",
-        "target": "parameters equal the prediction exactly; latency ratios at or above the FLOP-proportional ideal",
+        "target": "parameters equal the prediction exactly; latency ratios at or above the FLOP-proportional "
+        "ideal",
         "machine": machine_info(),
         "models": measure(args.rounds),
     }
@@ -131,7 +132,8 @@ def main() -> None:
         for r in result["rows"]:
             print(
                 f"  {r['fraction_pruned']:>5.0%}  {r['heads_per_layer']:>5}  {r['parameters']:>10,} "
-                f"({r['parameters_predicted']:>10,})  {r['forward_ratio']:>6.2f} ({r['forward_ratio_predicted']:.2f})"
+                f"({r['parameters_predicted']:>10,})  {r['forward_ratio']:>6.2f} "
+                f"({r['forward_ratio_predicted']:.2f})"
                 f"          {r['attention_ratio']:>6.2f} ({r['attention_ratio_predicted']:.2f})"
             )
 

@@ -1,4 +1,4 @@
-"""Our rotary forward vs transformers' on CPU: cos/sin for a 4096-token batch, then rotate q and k of one layer.
+"""Our rotary forward vs transformers' on CPU: cos/sin for 4096 tokens, then rotating one layer's q and k.
 
     python benchmarks/bench_rope.py                     # writes benchmarks/results/rope_cpu.json
     python benchmarks/bench_rope.py --tokens 1024 --rounds 5 --out /tmp/rope.json
@@ -6,9 +6,10 @@
 One step = `RotaryEmbedding(x, position_ids)` -> (cos, sin), then `apply_rotary_pos_emb(q, k, cos, sin)` for a
 32-head, 128-dim layer (Llama 3.1 8B's rope: llama3 scaling, base 500000; 8 KV heads). Ours
 (reference_impl.rope) and transformers' (LlamaRotaryEmbedding + modeling_llama.apply_rotary_pos_emb) are timed
-interleaved in one run (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratio is what we record; the target
-is ours / theirs <= 1.05. Ours is timed twice per round ("ours again"), so the record also says how far two timings
-of the very same code drift apart on this machine. One thread by default: on a shared machine it varies least.
+interleaved in one run (`reference_impl.workbook.measure.side_by_side_seconds`), so the ratio is what we
+record; the target is ours / theirs <= 1.05. Ours is timed twice per round ("ours again"), so the record also
+says how far two timings of the very same code drift apart on this machine. One thread by default: on a shared
+machine it varies least.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def llama31_config(n_heads: int, head_dim: int):
-    """A one-layer Llama 3.1-style config in the installed transformers' format (5.x rope_parameters, 4.x rope_scaling)."""
-    import transformers
-    from packaging.version import Version
+    """A one-layer Llama 3.1-style config in the installed transformers' format (5.x rope_parameters, 4.x
+    rope_scaling)."""
     from transformers import LlamaConfig
+
+    from reference_impl.workbook.tiny import rope_config_kwargs
 
     rope = {
         "rope_type": "llama3",
@@ -47,9 +49,7 @@ def llama31_config(n_heads: int, head_dim: int):
         "num_hidden_layers": 1,
         "vocab_size": 128,
     }
-    if Version(transformers.__version__).major >= 5:
-        return LlamaConfig(rope_parameters={**rope, "rope_theta": 500_000.0}, **common)
-    return LlamaConfig(rope_scaling=rope, rope_theta=500_000.0, **common)
+    return LlamaConfig(**rope_config_kwargs(rope, 500_000.0), **common)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     for a, b in zip(ours(), theirs(), strict=True):  # same work, same bits
         assert torch.equal(a, b), "ours and transformers' differ; fix that before timing"
-    # "ours again" is the same function timed a second time: its ratio to "ours" is the noise floor of this run
+    # "ours again" is the same function timed a second time: its ratio to "ours" is the noise floor of this
+    # run
     seconds = side_by_side_seconds(
-        {"ours": ours, "transformers": theirs, "ours again": ours}, rounds=args.rounds, warmup=2
+        {"ours": ours, "transformers": theirs, "ours again": ours}, rounds=args.rounds, warmup=2, desc="rope"
     )
     ratio = seconds["ours"] / seconds["transformers"]
     noise = seconds["ours again"] / seconds["ours"]

@@ -1,4 +1,4 @@
-"""Write the headline table of benchmarks/README.md from the recorded JSON results, so no figure is typed by hand.
+"""Write benchmarks/README.md's headline table from the recorded JSON results: no figure typed by hand.
 
     python benchmarks/summarize.py          # print the table
     python benchmarks/summarize.py --write  # rewrite the table between the markers in benchmarks/README.md
@@ -59,10 +59,11 @@ def _chunking(r: dict[str, Any]) -> list[Row]:
     )
     return [
         (
-            f"{model} inference {shape['batch']}x{shape['seq']}: peak MiB unchunked -> transformers c={ref_c} -> "
-            f"ours c={ours_c}; time / unchunked",
+            f"{model} inference {shape['batch']}x{shape['seq']}: peak MiB unchunked -> transformers "
+            f"c={ref_c} -> ours c={ours_c}; time / unchunked",
             f"{none['peak_mib']:.5g} -> {theirs['peak_mib']:.5g} -> {ours['peak_mib']:.5g}; "
-            f"ours {ours['time_vs_unchunked']:.3f}x (transformers c={ref_c}: {theirs['time_vs_unchunked']:.3f}x)",
+            f"ours {ours['time_vs_unchunked']:.3f}x (transformers c={ref_c}: "
+            f"{theirs['time_vs_unchunked']:.3f}x)",
             "same peak as transformers, <= 1.04x time",
             _verdict(bool(target["met"])),
         )
@@ -100,9 +101,11 @@ def _checkpointing(r: dict[str, Any]) -> list[Row]:
 def _rope(r: dict[str, Any]) -> list[Row]:
     return [
         (
-            f"rotary cos/sin + apply to q, k ({r['shape']['tokens']} tokens, {r['shape']['heads']}x{r['shape']['head_dim']}): "
+            f"rotary cos/sin + apply to q, k ({r['shape']['tokens']} tokens, "
+            f"{r['shape']['heads']}x{r['shape']['head_dim']}): "
             "ours / transformers",
-            f"{r['ratio_ours_over_transformers']:.3f} (ours vs itself: {r['ratio_ours_again_over_ours']:.3f})",
+            f"{r['ratio_ours_over_transformers']:.3f} (ours vs itself: "
+            f"{r['ratio_ours_again_over_ours']:.3f})",
             f"<= {r['target_ratio_at_most']}",
             _verdict(r["within_target"]),
         )
@@ -115,7 +118,8 @@ def _attention(r: dict[str, Any]) -> list[Row]:
     return [
         (
             f"eager attention {s['tokens']} tokens, {s['heads']}x{s['head_dim']}: ours / transformers' eager",
-            f"{ratios['ours_eager / transformers_eager']:.3f} (sdpa / eager: {ratios['transformers_sdpa / transformers_eager']:.3f})",
+            f"{ratios['ours_eager / transformers_eager']:.3f} (sdpa / eager: "
+            f"{ratios['transformers_sdpa / transformers_eager']:.3f})",
             "<= 1.05",
             _verdict(r["meets_target"]),
         )
@@ -134,7 +138,8 @@ def _pruning(r: dict[str, Any]) -> list[Row]:
         )
         out.append(
             (
-                f"head pruning, {name}, {m['batch']}x{m['tokens']} tokens: parameters and forward time after pruning",
+                f"head pruning, {name}, {m['batch']}x{m['tokens']} tokens: parameters and forward time after "
+                "pruning",
                 ratios,
                 "parameters = prediction; time reported beside the FLOP-proportional ideal",
                 _verdict(exact),

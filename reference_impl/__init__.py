@@ -1,13 +1,14 @@
 """reference_impl: from-scratch re-implementations of the custom layers and utilities inside transformers.
 
-Every name in `TRANSFORMERS_NAMES` is the one transformers uses, so `from transformers.pytorch_utils import Conv1D`
-can become `from reference_impl import Conv1D` and the two read side by side. `ADDITIONS` lists what we add
-beyond transformers (conversions, probes, policies, readable state); the README's package table lists both.
+Every name in `TRANSFORMERS_NAMES` is the one transformers uses, so `from transformers.pytorch_utils import
+Conv1D` can become `from reference_impl import Conv1D` and the two read side by side. `ADDITIONS` lists what
+we add beyond transformers (conversions, probes, policies, readable state); the README's package table lists
+both.
 
-Each module mirrors one transformers file or concept; the course machinery (lesson set-up, measuring, self-checks,
-student copies, the launcher) lives in `reference_impl.workbook`, which imports these modules and is never
-imported by them. Everything here is imported eagerly: the components together cost a few milliseconds after
-torch itself.
+Each module mirrors one transformers file or concept; the course machinery (lesson set-up, measuring,
+self-checks, student copies, the launcher) lives in `reference_impl.workbook`, which imports these modules and
+is never imported by them. Everything here is imported eagerly: the components together cost a few
+milliseconds after torch itself.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ The contract every registered function follows, as a model's attention layer cal
     attn_output, attn_weights = fn(module, query, key, value, attention_mask, dropout=p, scaling=s, **kwargs)
 
     query: (B, H, T, D)     key, value: (B, H_kv, S, D), H_kv divides H (grouped-query: NOT repeated yet)
-    attention_mask: whatever the mask builder registered under the same name made: additive float (B, 1, T, S),
+    attention_mask: whatever the mask builder registered under the same name made: additive float (B, 1, T,
+        S),
                     bool (B, 1, T, S) with True = attend, or None
     attn_output: (B, T, H, D)   <- transposed back; the caller reshapes to (B, T, H*D) and projects
     attn_weights: (B, H, T, S) or None
@@ -17,11 +18,12 @@ The contract every registered function follows, as a model's attention layer cal
     softmax(q k^T * scaling + mask) v, with head h of the query reading key/value head h // (H / H_kv).
 
 # NOTE [ attention_mask=None ]
-# `sdpa_mask` returns None for a plainly causal batch, meaning "let SDPA's is_causal do it". An eager function that
-# reads None as "no mask" then attends to the future. Ours reads None as SDPA does: causal when the module is causal
-# (`module.is_causal`, or an `is_causal=` keyword) and T > 1, aligned to the bottom-right (query i sits at key
-# position S - T + i, as after a cache). transformers' eager reads None as "no mask" (the two agree on every
-# materialised mask). With no mask builder registered at all, a causal module keeps causality but loses padding.
+# `sdpa_mask` returns None for a plainly causal batch, meaning "let SDPA's is_causal do it". An eager function
+# that reads None as "no mask" then attends to the future. Ours reads None as SDPA does: causal when the
+# module is causal (`module.is_causal`, or an `is_causal=` keyword) and T > 1, aligned to the bottom-right
+# (query i sits at key position S - T + i, as after a cache). transformers' eager reads None as "no mask" (the
+# two agree on every materialised mask). With no mask builder registered at all, a causal module keeps
+# causality but loses padding.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ __all__ = [
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     """Repeat each key/value head `n_rep` times, in place order: heads (k0, k1) -> (k0, k0, k1, k1).
 
-    Equals `torch.repeat_interleave(x, n_rep, dim=1)`; NOT `x.repeat(1, n_rep, 1, 1)`, which gives (k0, k1, k0, k1)
-    and pairs query head h with key head h % H_kv instead of h // n_rep.
+    Equals `torch.repeat_interleave(x, n_rep, dim=1)`; NOT `x.repeat(1, n_rep, 1, 1)`, which gives (k0, k1,
+    k0, k1) and pairs query head h with key head h % H_kv instead of h // n_rep.
     """
     B, H_kv, S, D = hidden_states.shape
     if n_rep == 1:
@@ -72,7 +74,8 @@ def eager_attention_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Attention in plain PyTorch: `softmax(q k^T * scaling + mask) v`, weights returned.
 
-    Same operations, in the same order, as transformers' eager (so the result is bitwise equal for the same mask),
+    Same operations, in the same order, as transformers' eager (so the result is bitwise equal for the same
+    mask),
     plus: the grouped-query factor is read from the shapes (H / H_kv), a bool mask is accepted, and None means
     causal for a causal module (NOTE [ attention_mask=None ] above).
 
@@ -135,8 +138,8 @@ def sdpa_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """The same attention through `torch.nn.functional.scaled_dot_product_attention`; no weights returned.
 
-    As transformers' sdpa integration: keys repeated for grouped-query attention, and `is_causal=True` handed to
-    SDPA only when there is no mask and T > 1 (SDPA's own causal mask is top-left aligned, which is why
+    As transformers' sdpa integration: keys repeated for grouped-query attention, and `is_causal=True` handed
+    to SDPA only when there is no mask and T > 1 (SDPA's own causal mask is top-left aligned, which is why
     `sdpa_mask` returns None only when that alignment is right).
 
     Bad heads and masks get the same errors as from `eager_attention_forward`: key/value heads that do not divide
@@ -164,14 +167,15 @@ def sdpa_attention_forward(
 
 
 def checked_attention(fn: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[..., tuple[torch.Tensor, Any]]:
-    """Wrap an attention function so that a wrong output layout raises instead of silently changing the logits.
+    """Wrap an attention function so that a wrong output layout raises instead of silently changing the
+    logits.
 
-    The caller reshapes the output to (B, T, H*D) whatever its layout, so a (B, H, T, D) output goes through and
-    scrambles heads and positions. The wrapper checks the output is (B, T, H, D) for the (B, H, T, D) query and
-    says which layout it got (detectable whenever H != T; when H == T the shapes alone cannot tell).
+    The caller reshapes the output to (B, T, H*D) whatever its layout, so a (B, H, T, D) output goes through
+    and scrambles heads and positions. The wrapper checks the output is (B, T, H, D) for the (B, H, T, D)
+    query and says which layout it got (detectable whenever H != T; when H == T the shapes alone cannot tell).
 
     Correct:    return attn_output.transpose(1, 2).contiguous(), attn_weights   # (B, T, H, D)
-    Incorrect:  return attn_output, attn_weights                                 # (B, H, T, D): no error in the model
+    Incorrect:  return attn_output, attn_weights   # (B, H, T, D): no error in the model
     """
 
     def checked(
@@ -194,8 +198,9 @@ def checked_attention(fn: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[.
                 else ""
             )
             raise ValueError(
-                f"attention function {getattr(fn, '__name__', fn)!r} returned attn_output of shape {got}{hint}; "
-                f"expected (B, T, H, D) = {expected} for query (B, H, T, D) = {tuple(query.shape)}"
+                f"attention function {getattr(fn, '__name__', fn)!r} returned attn_output of shape "
+                f"{got}{hint}; expected (B, T, H, D) = {expected} for query (B, H, T, D) = "
+                f"{tuple(query.shape)}"
             )
         return attn_output, attn_weights
 
@@ -234,17 +239,18 @@ def _check_mask_shape(mask: torch.Tensor, B: int, H: int, T: int, S: int) -> Non
     )
     if not ok:
         raise ValueError(
-            f"attention_mask has shape {tuple(mask.shape)}; expected (B or 1, 1 or H, T, S) with B={B}, H={H}, "
-            f"T={T} queries, S={S} keys"
+            f"attention_mask has shape {tuple(mask.shape)}; expected (B or 1, 1 or H, T, S) with B={B}, "
+            f"H={H}, T={T} queries, S={S} keys"
         )
 
 
 class AttentionEntropyRecorder:
     r"""An attention function that records, per layer, how spread out each head's attention is.
 
-    Entropy of one query's attention row, in nats: H = -sum_j p_j log p_j. It is 0 when the query looks at one key
-    and log(n) when it spreads evenly over the n keys it may see (the upper bound). Register an instance like any
-    attention function; after a forward pass `records[layer_idx]` holds a (B, H, T) tensor (the last call's).
+    Entropy of one query's attention row, in nats: H = -sum_j p_j log p_j. It is 0 when the query looks at one
+    key and log(n) when it spreads evenly over the n keys it may see (the upper bound). Register an instance
+    like any attention function; after a forward pass `records[layer_idx]` holds a (B, H, T) tensor (the last
+    call's).
 
         >>> recorder = AttentionEntropyRecorder()
         >>> with registered_in_transformers("entropy", recorder, eager_mask):
@@ -295,7 +301,8 @@ class AttentionInterface(GeneralInterface):
     _example_call = (("module", "query", "key", "value", "attention_mask"), dict(scaling=1.0, dropout=0.0))
 
     def get_interface(self, attn_implementation: str, default: Callable[..., Any]) -> Callable[..., Any]:
-        """transformers 5.x's strict lookup: `default` for "eager" if it is not registered, KeyError if unknown."""
+        """transformers 5.x's strict lookup: `default` for "eager" if it is not registered, KeyError if
+        unknown."""
         if attn_implementation == "eager" and "eager" not in self:
             return default
         return self[attn_implementation]
@@ -310,10 +317,10 @@ def registered_in_transformers(
 ) -> Iterator[str]:
     """Register an attention function and its mask builder in *transformers'* registries for a `with` block.
 
-    Afterwards both registries are exactly as before (they are global to the process). Inside, any model can use
-    it by name: `model.set_attn_implementation(name)`. `mask_builder=None` reproduces the classic trap (the model
-    then passes `attention_mask=None`). A builder with our (5.x) signature is adapted to transformers 4.53–4.57,
-    whose builders receive `cache_position` instead of `q_length`/`q_offset`.
+    Afterwards both registries are exactly as before (they are global to the process). Inside, any model can
+    use it by name: `model.set_attn_implementation(name)`. `mask_builder=None` reproduces the classic trap
+    (the model then passes `attention_mask=None`). A builder with our (5.x) signature is adapted to
+    transformers 4.53–4.57, whose builders receive `cache_position` instead of `q_length`/`q_offset`.
     """
     import inspect
 
@@ -331,7 +338,8 @@ def registered_in_transformers(
 
 
 def _from_cache_position(builder: Callable[..., Any]) -> Callable[..., Any]:
-    """Adapt a (q_length, q_offset) builder to transformers 4.5x's call with `cache_position` (the query positions)."""
+    """Adapt a (q_length, q_offset) builder to transformers 4.5x's call with `cache_position` (the query
+    positions)."""
 
     def builder_4x(
         batch_size: int, cache_position: torch.Tensor, kv_length: int, kv_offset: int = 0, **kwargs: Any

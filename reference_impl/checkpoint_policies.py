@@ -1,30 +1,32 @@
 """Checkpointing policies beyond all-or-nothing: every k-th layer, sqrt(L) segments, and selective recompute.
 
 Not in transformers (which offers "every layer" and, from 5.18, `every_n_layers`); built on
-torch.utils.checkpoint. Used by `reference_impl.checkpointing.set_gradient_checkpointing(..., policy=name)` and
-taught in lessons/01_checkpointing_tradeoffs.ipynb.
+torch.utils.checkpoint. Used by `reference_impl.checkpointing.set_gradient_checkpointing(..., policy=name)`
+and taught in lessons/01_checkpointing_tradeoffs.ipynb.
 
-A policy decides, for each of the L checkpointable layers of a model, whether its call is checkpointed and with
-which function (the layer calls `func(partial(layer_call, **kwargs), *args)`):
+A policy decides, for each of the L checkpointable layers of a model, whether its call is checkpointed and
+with which function (the layer calls `func(partial(layer_call, **kwargs), *args)`):
 
 - "full": the chosen layers (every `every_n_layers`-th) are checkpointed whole: keep the input, recompute all.
-- "sqrt": Chen et al. 2016. Segments of s = round(sqrt(L)) consecutive layers are checkpointed as one unit: only
-  each segment's input is kept, and a segment is recomputed in one go. With 1 unit kept per boundary and a units
-  per recomputed layer, memory is M(s) = ceil(L / s) + a * s, minimal near s = sqrt(L / a): sqrt(L) for a = 1.
-  For a transformer block, a (its internal activations over its input) is 15 to 35, so s = 1 ("full") wins there.
-- "selective": torch's selective activation checkpointing. The chosen layers keep the outputs of their matmuls and
-  attention kernels (the FLOP-heavy ops) and recompute the pointwise ones (norms, activations, dropout, adds).
-  Non-reentrant only: it works through the saved-tensor hooks the reentrant variant does not use.
+- "sqrt": Chen et al. 2016. Segments of s = round(sqrt(L)) consecutive layers are checkpointed as one unit:
+  only each segment's input is kept, and a segment is recomputed in one go. With 1 unit kept per boundary and
+  a units per recomputed layer, memory is M(s) = ceil(L / s) + a * s, minimal near s = sqrt(L / a): sqrt(L)
+  for a = 1. For a transformer block, a (its internal activations over its input) is 15 to 35, so s = 1
+  ("full") wins there.
+- "selective": torch's selective activation checkpointing. The chosen layers keep the outputs of their matmuls
+  and attention kernels (the FLOP-heavy ops) and recompute the pointwise ones (norms, activations, dropout,
+  adds). Non-reentrant only: it works through the saved-tensor hooks the reentrant variant does not use.
 - "selective_attention": the same, keeping only the attention kernels' outputs (recompute the matmuls too).
 
 # NOTE [ How a segment spans several layer calls ]
-# A model's forward calls its layers one by one (`for layer in self.layers: h = layer(h, mask=..., ...)`), so a
-# segment cannot be one function call from the model's side. The segment's first layer therefore runs the *whole*
-# segment inside one checkpoint (its own call, then the later layers with the same other arguments) and returns the
-# segment's output; each later layer, when the model calls it, checks that it is being called on exactly that
-# output with exactly the same other arguments, and passes it through. Anything else (a model that changes the
-# hidden states between layers, or gives each layer different arguments) raises a RuntimeError instead of computing
-# something different. The state of a segment lives in one `Segment` object a reader can print.
+# A model's forward calls its layers one by one (`for layer in self.layers: h = layer(h, mask=..., ...)`), so
+# a segment cannot be one function call from the model's side. The segment's first layer therefore runs the
+# *whole* segment inside one checkpoint (its own call, then the later layers with the same other arguments)
+# and returns the segment's output; each later layer, when the model calls it, checks that it is being called
+# on exactly that output with exactly the same other arguments, and passes it through. Anything else (a model
+# that changes the hidden states between layers, or gives each layer different arguments) raises a
+# RuntimeError instead of computing something different. The state of a segment lives in one `Segment` object
+# a reader can print.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ POLICIES: dict[str, str] = {
     "full": "checkpoint every chosen layer whole (keep its input, recompute everything)",
     "sqrt": "checkpoint segments of round(sqrt(L)) consecutive layers as one unit (Chen et al. 2016)",
     "selective": "keep matmul and attention outputs, recompute pointwise ops (non-reentrant only)",
-    "selective_attention": "keep attention outputs only, recompute matmuls and pointwise ops (non-reentrant only)",
+    "selective_attention": "keep attention outputs only, recompute matmuls and pointwise ops (non-reentrant "
+    "only)",
 }
 
 
@@ -84,9 +87,9 @@ _REGION = threading.local()
 def checkpointed_region() -> Iterator[None]:
     """Mark code that runs inside a checkpoint (the first pass or the recompute in backward).
 
-    A layer called inside such a region does not checkpoint again: only the outermost wrapper checkpoints (as in
-    transformers 5.23+). The mark is per thread, and is set by the checkpointed function itself, so it holds in
-    the recompute too, whichever thread autograd runs it on.
+    A layer called inside such a region does not checkpoint again: only the outermost wrapper checkpoints (as
+    in transformers 5.23+). The mark is per thread, and is set by the checkpointed function itself, so it
+    holds in the recompute too, whichever thread autograd runs it on.
     """
     depth = getattr(_REGION, "depth", 0)
     _REGION.depth = depth + 1
@@ -131,7 +134,8 @@ class Segment:
 
 
 def _hidden(output: Any) -> Any:
-    """A layer's hidden states: the output itself, or its first element (transformers 4.x blocks return tuples)."""
+    """A layer's hidden states: the output itself, or its first element (transformers 4.x blocks return
+    tuples)."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -174,7 +178,8 @@ class SegmentStart:
 
 @dataclass
 class SegmentContinue:
-    """`_gradient_checkpointing_func` of a later layer of a segment: pass on the output the first layer computed."""
+    """`_gradient_checkpointing_func` of a later layer of a segment: pass on the output the first layer
+    computed."""
 
     segment: Segment
     index: int
@@ -194,9 +199,9 @@ class SegmentContinue:
         if not same_call:
             seg.output = None
             raise RuntimeError(
-                f"policy='sqrt': layer {self.index} of a {len(seg.layers)}-layer segment was not called on the "
-                "previous layer's output with the same other arguments; segments need a plain chain "
-                "(h = layer(h, *same_args, **same_kwargs)). Use policy='full' for this model."
+                f"policy='sqrt': layer {self.index} of a {len(seg.layers)}-layer segment was not called on "
+                "the previous layer's output with the same other arguments; segments need a plain chain (h "
+                "= layer(h, *same_args, **same_kwargs)). Use policy='full' for this model."
             )
         output = seg.output
         seg.next_layer += 1
@@ -229,9 +234,9 @@ def plan_layers(
     if policy.startswith("selective"):
         if ckpt_kwargs.get("use_reentrant"):
             raise ValueError(
-                f"policy={policy!r} needs use_reentrant=False (selective checkpointing works through saved-tensor "
-                "hooks, which the reentrant variant does not use); got gradient_checkpointing_kwargs="
-                f"{ckpt_kwargs!r}"
+                f"policy={policy!r} needs use_reentrant=False (selective checkpointing works through "
+                "saved-tensor hooks, which the reentrant variant does not use); got "
+                f"gradient_checkpointing_kwargs={ckpt_kwargs!r}"
             )
         ops = MATMUL_OPS | ATTENTION_OPS if policy == "selective" else ATTENTION_OPS
         context_fn = functools.partial(create_selective_checkpoint_contexts, SaveOutputsOf(ops))

@@ -11,13 +11,16 @@ Memory, per layer of a stack of L layers whose input is 1 unit and whose forward
     no checkpointing:        L * a
     every layer:             L * 1           (+ a while one layer is recomputed in backward)
     every k-th layer:        ceil(L / k) * 1 + (L - ceil(L / k)) * a
-    segments of s layers:    ceil(L / s) * 1 (+ s * a while one segment is recomputed)   -> s = sqrt(L) (Chen 2016)
+    segments of s layers:    ceil(L / s) * 1 (+ s * a while one segment is recomputed)
+                             smallest at s = sqrt(L) (Chen 2016)
 
-Time: each checkpointed layer runs its forward twice, so the price is at most one extra forward of those layers.
+Time: each checkpointed layer runs its forward twice, so the price is at most one extra forward of those
+layers.
 
 # NOTE [ Where we differ from transformers, on purpose ]
-# 1. `gradient_checkpointing_kwargs` without "use_reentrant" gets `use_reentrant=False` added. transformers passes
-#    the dict through, and torch then warns and falls back to *reentrant* (the 4.x behaviour, with its traps).
+# 1. `gradient_checkpointing_kwargs` without "use_reentrant" gets `use_reentrant=False` added. transformers
+#    passes the dict through, and torch then warns and falls back to *reentrant* (the 4.x behaviour, with its
+#    traps).
 # 2. Bad arguments raise before anything is changed: `every_n_layers < 1` is a ValueError (transformers: a
 #    ZeroDivisionError for 0, and a flag pattern for negative numbers), kwargs that are not a mapping a TypeError,
 #    a model without a checkpointable layer a ValueError naming the classes accepted.
@@ -69,8 +72,9 @@ CACHE_WARNINGS_GIVEN: set[str] = set()
 # recompute would write the cache a second time.
 _CACHE_KWARGS = ("cache", "past_key_values", "layer_past")
 
-#: What a checkpoint can wrap: the layer's `forward` (module hooks run once, outside the checkpoint; transformers
-#: 5.23+) or its whole `__call__` (hooks run inside, and again in the recompute; transformers 4.53-5.22).
+#: What a checkpoint can wrap: the layer's `forward` (module hooks run once, outside the checkpoint;
+#: transformers 5.23+) or its whole `__call__` (hooks run inside, and again in the recompute; transformers
+#: 4.53-5.22).
 CHECKPOINT_TARGETS = ("forward", "__call__")
 
 
@@ -88,7 +92,7 @@ class GradientCheckpointingLayer(nn.Module):
         Under `use_reentrant=True`, a tensor that needs a gradient must be passed positionally:
 
             Correct:    out = layer(hidden_states, attention_mask=mask)
-            Incorrect:  out = layer(hidden_states=hidden_states, attention_mask=mask)   # no gradient flows back
+            Incorrect:  out = layer(hidden_states=hidden_states, attention_mask=mask)   # no gradient back
 
         The reentrant checkpoint runs the forward under `torch.no_grad()` and only re-attaches its positional
         tensor inputs to the graph; a tensor hidden in the keyword arguments is cut off. `use_reentrant=False`
@@ -97,23 +101,27 @@ class GradientCheckpointingLayer(nn.Module):
 
     #: Whether a training-mode call is checkpointed; set per layer by `set_gradient_checkpointing`.
     gradient_checkpointing: bool = False
-    #: Layers that only read the KV cache may keep it under checkpointing (the recompute reads the same states).
+    #: Layers that only read the KV cache may keep it under checkpointing (the recompute reads the same
+    #: states).
     _can_checkpoint_with_cache: bool = False
-    #: `torch.utils.checkpoint.checkpoint` with its keyword arguments bound; set by `set_gradient_checkpointing`.
+    #: `torch.utils.checkpoint.checkpoint` with its keyword arguments bound; set by
+    #: `set_gradient_checkpointing`.
     _gradient_checkpointing_func: Callable[..., Any] = functools.partial(checkpoint, use_reentrant=False)
 
     #: What the checkpoint wraps, one of `CHECKPOINT_TARGETS`; set per layer by `set_gradient_checkpointing`.
     #: NOTE [ forward, not __call__ ]: hooks on the layer (FSDP2's all-gather among them) stay outside the
-    #: checkpoint, so they run once per step, not again during the recompute; transformers moved there in 5.23.
+    #: checkpoint, so they run once per step, not again during the recompute; transformers moved there in
+    #: 5.23.
     checkpoint_target: str = "forward"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Wrap the forward this class resolves to, unless it is already ours (a subclass of a subclass), so that a
-        # class mixing our layer with transformers' (`class X(GradientCheckpointingLayer, GPT2Block)`) is covered.
+        # Wrap the forward this class resolves to, unless it is already ours (a subclass of a subclass), so
+        # that a class mixing our layer with transformers' (`class X(GradientCheckpointingLayer, GPT2Block)`)
+        # is covered.
         forward = cls.forward
         if not getattr(forward, "_checkpointing_wrapper", False):
-            cls.forward = _checkpointed_forward(forward)  # type: ignore[method-assign]
+            cls.forward = _checkpointed_forward(forward)
 
     def _checkpoints_at(self, target: str) -> bool:
         return (
@@ -127,7 +135,8 @@ class GradientCheckpointingLayer(nn.Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._checkpoints_at("__call__"):
             kwargs = _without_cache(type(self), kwargs, self._can_checkpoint_with_cache)
-            # nn.Module.__call__ (not a bare forward) so that the module's hooks run inside the checkpoint too.
+            # nn.Module.__call__ (not a bare forward) so that the module's hooks run inside the checkpoint
+            # too.
             layer_call = functools.partial(_in_region, nn.Module.__call__, self, **kwargs)
             return self._gradient_checkpointing_func(layer_call, *args)
         return nn.Module.__call__(self, *args, **kwargs)
@@ -155,7 +164,8 @@ def _checkpointed_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _without_cache(cls: type, kwargs: dict[str, Any], can_keep_cache: bool) -> dict[str, Any]:
-    """`kwargs` with `use_cache=False` and the cache set to None; warns once per layer class about what changed."""
+    """`kwargs` with `use_cache=False` and the cache set to None; warns once per layer class about what
+    changed."""
     changed = []
     if kwargs.get("use_cache"):
         kwargs["use_cache"] = False
@@ -168,14 +178,16 @@ def _without_cache(cls: type, kwargs: dict[str, Any], can_keep_cache: bool) -> d
     if changed and cls.__name__ not in CACHE_WARNINGS_GIVEN:
         CACHE_WARNINGS_GIVEN.add(cls.__name__)
         warnings.warn(
-            f"Caching is incompatible with gradient checkpointing in {cls.__name__}. Setting {', '.join(changed)}.",
+            f"Caching is incompatible with gradient checkpointing in {cls.__name__}. Setting "
+            f"{', '.join(changed)}.",
             stacklevel=3,
         )
     return kwargs
 
 
 def is_checkpointable_layer(module: nn.Module) -> bool:
-    """True for our `GradientCheckpointingLayer` and for transformers' (found by name, without importing it)."""
+    """True for our `GradientCheckpointingLayer` and for transformers' (found by name, without importing
+    it)."""
     if isinstance(module, GradientCheckpointingLayer):
         return True
     return any(
@@ -219,10 +231,10 @@ def set_gradient_checkpointing(
 ) -> list[bool]:
     """Turn gradient checkpointing on (or off) for every checkpointable layer inside `model`.
 
-    Works on any module tree: layers are instances of our `GradientCheckpointingLayer` or of transformers' (the
-    decoder blocks of a real model, e.g. `GPT2Block`, `LlamaDecoderLayer`), counted in `model.modules()` order.
-    Other modules that carry a `gradient_checkpointing` attribute (e.g. `LlamaModel`) get it set to `enable`, as
-    transformers does. A transformers model whose main input is `input_ids` also gets
+    Works on any module tree: layers are instances of our `GradientCheckpointingLayer` or of transformers'
+    (the decoder blocks of a real model, e.g. `GPT2Block`, `LlamaDecoderLayer`), counted in `model.modules()`
+    order. Other modules that carry a `gradient_checkpointing` attribute (e.g. `LlamaModel`) get it set to
+    `enable`, as transformers does. A transformers model whose main input is `input_ids` also gets
     `enable_input_require_grads()`, as `gradient_checkpointing_enable` does in transformers 5.x.
 
     Args:
@@ -237,17 +249,19 @@ def set_gradient_checkpointing(
             attention outputs, recompute the pointwise ops), "selective_attention" (keep attention outputs only).
         segment_length: for policy "sqrt" only, the length s of a segment (default round(sqrt(L))), to draw
             Chen's curve M(s) = ceil(L / s) + a * s.
-        checkpoint_target: for our layers, what the checkpoint wraps: "forward" (the default; hooks run once) or
-            "__call__" (hooks run inside the checkpoint and again in the recompute, as in transformers <= 5.22).
-            transformers' own layers keep what the installed release does; None leaves every layer as it is.
+        checkpoint_target: for our layers, what the checkpoint wraps: "forward" (the default; hooks run once)
+            or "__call__" (hooks run inside the checkpoint and again in the recompute, as in transformers <=
+            5.22). transformers' own layers keep what the installed release does; None leaves every layer as
+            it is.
 
     Returns:
-        The per-layer flags, in order (True = that layer's call is checkpointed, or starts/continues a segment).
+        The per-layer flags, in order (True = that layer's call is checkpointed, or starts/continues a
+        segment).
     """
     if not isinstance(enable, bool):
         raise TypeError(
-            f"enable={enable!r} must be True or False (gradient_checkpointing_kwargs is the third argument, or "
-            "pass it by keyword)"
+            f"enable={enable!r} must be True or False (gradient_checkpointing_kwargs is the third argument, "
+            "or pass it by keyword)"
         )
     if not isinstance(every_n_layers, int) or every_n_layers < 1:
         raise ValueError(
@@ -271,14 +285,17 @@ def set_gradient_checkpointing(
     # Explicit, documented default: torch would otherwise warn and fall back to the reentrant variant.
     ckpt_kwargs.setdefault("use_reentrant", False)
 
-    layers = [m for m in model.modules() if is_checkpointable_layer(m)]
+    layers: list[Any] = [m for m in model.modules() if is_checkpointable_layer(m)]
     if enable and not layers:
         raise ValueError(
-            f"{type(model).__name__} contains no checkpointable layer: expected at least one submodule that is a "
-            "reference_impl.GradientCheckpointingLayer or a transformers.modeling_layers.GradientCheckpointingLayer"
+            f"{type(model).__name__} contains no checkpointable layer: expected at least one submodule that "
+            "is a reference_impl.GradientCheckpointingLayer or a "
+            "transformers.modeling_layers.GradientCheckpointingLayer"
         )
     plan = plan_layers(layers, policy, ckpt_kwargs, every_n_layers, segment_length) if enable else None
     plain = functools.partial(checkpoint, **ckpt_kwargs)
+    # Plain attributes are set on the modules below; torch's stubs would only allow Tensor | Module values.
+    module: Any
     for module in model.modules():
         if hasattr(module, "gradient_checkpointing") and not is_checkpointable_layer(module):
             module.gradient_checkpointing = enable
@@ -296,7 +313,7 @@ def set_gradient_checkpointing(
         if getattr(model, "main_input_name", None) == "input_ids" and hasattr(
             model, "enable_input_require_grads"
         ):
-            model.enable_input_require_grads()
+            model.enable_input_require_grads()  # type: ignore[operator]  # a PreTrainedModel method
     return flags
 
 

@@ -1,8 +1,9 @@
 """Feed-forward chunking: run a position-wise function over slices of one dimension to lower peak memory.
 
-Mirrors `transformers.pytorch_utils.apply_chunking_to_forward` (transformers 5.22.2; identical in 4.57.6), which
-BERT-family layers call as `apply_chunking_to_forward(self.feed_forward_chunk, self.chunk_size_feed_forward,
-self.seq_len_dim, attention_output)`. Taught in lessons/03_chunking_equivalence.ipynb.
+Mirrors `transformers.pytorch_utils.apply_chunking_to_forward` (transformers 5.22.2; identical in 4.57.6),
+which BERT-family layers call as `apply_chunking_to_forward(self.feed_forward_chunk,
+self.chunk_size_feed_forward, self.seq_len_dim, attention_output)`. Taught in
+lessons/03_chunking_equivalence.ipynb.
 
 The idea (Reformer, Kitaev et al. 2020): if `f` is position-wise along dimension `d`, i.e. output position `i`
 depends only on input position `i`, then for any chunk size `c` that divides the length `n`
@@ -14,9 +15,9 @@ and only one chunk's intermediates are alive at a time: a feed-forward block's p
 norm or an attention over `d`); `probe_chunking_safety` looks for that failure empirically.
 
 # NOTE [ Where ours differs from transformers ]
-# Same results (bitwise: the same `Tensor.chunk` views, the same calls in the same order, the same `torch.cat`)
-# and the same exception types; better messages and four extra checks, each raising the type transformers
-# raises for the neighbouring mistake:
+# Same results (bitwise: the same `Tensor.chunk` views, the same calls in the same order, the same
+# `torch.cat`) and the same exception types; better messages and four extra checks, each raising the type
+# transformers raises for the neighbouring mistake:
 # - no input tensors: AssertionError, as transformers, but raised explicitly (its `assert` statement vanishes
 #   under `python -O`);
 # - `chunk_size < 0`: ValueError (transformers silently treats it as 0, "no chunking");
@@ -46,7 +47,8 @@ def apply_chunking_to_forward(
     chunk_dim: int,
     *input_tensors: torch.Tensor,
 ) -> torch.Tensor:
-    """Apply `forward_fn` to `chunk_size`-long slices of the inputs along `chunk_dim` and concatenate the results.
+    """Apply `forward_fn` to `chunk_size`-long slices of the inputs along `chunk_dim` and concatenate the
+    results.
 
     With `n = input_tensors[0].shape[chunk_dim]` and `num_chunks = n // chunk_size`, returns
 
@@ -73,8 +75,8 @@ def apply_chunking_to_forward(
 
     Raises:
         AssertionError: no input tensors (transformers' type).
-        ValueError: `forward_fn`'s arity does not match, `chunk_size` is negative or does not divide `n`, or the
-            inputs have different lengths along `chunk_dim`.
+        ValueError: `forward_fn`'s arity does not match, `chunk_size` is negative or does not divide `n`, or
+            the inputs have different lengths along `chunk_dim`.
         IndexError: `chunk_dim` is out of range for one of the inputs.
 
     Example (Correct / Incorrect):
@@ -121,7 +123,8 @@ def _check_not_empty(input_tensors: Sequence[torch.Tensor]) -> None:
 
 
 def _check_arity(forward_fn: Callable[..., torch.Tensor], num_inputs: int) -> None:
-    """transformers' rule: forward_fn declares one parameter per input tensor (a bound method's self not counted)."""
+    """transformers' rule: forward_fn declares one parameter per input tensor (a bound method's self not
+    counted)."""
     try:
         parameters = inspect.signature(forward_fn).parameters
     except (ValueError, TypeError) as e:
@@ -146,7 +149,8 @@ def _check_arity(forward_fn: Callable[..., torch.Tensor], num_inputs: int) -> No
 
 
 def _chunked_length(chunk_dim: int, input_tensors: Sequence[torch.Tensor]) -> int:
-    """The common length of every input along chunk_dim; IndexError/ValueError naming the input that differs."""
+    """The common length of every input along chunk_dim; IndexError/ValueError naming the input that
+    differs."""
     lengths = []
     for i, t in enumerate(input_tensors):
         if not -t.dim() <= chunk_dim < t.dim():
@@ -171,11 +175,12 @@ def _divisors(n: int, up_to: int | None = None) -> list[int]:
 
 @dataclass(frozen=True)
 class ChunkingProbe:
-    """What `probe_chunking_safety` found: per chunk size, how far the chunked output is from the unchunked one.
+    """What `probe_chunking_safety` found: per chunk size, how far the chunked output is from the unchunked
+    one.
 
-    `safe` is True when every trial stayed within tolerance. Truthiness is `safe`, so `if probe: ...` reads well.
-    `max_abs_diff[c]` is the largest |chunked - unchunked| over all trials for chunk size `c`; `first_unsafe` is
-    the smallest chunk size that broke the tolerance (None when safe).
+    `safe` is True when every trial stayed within tolerance. Truthiness is `safe`, so `if probe: ...` reads
+    well. `max_abs_diff[c]` is the largest |chunked - unchunked| over all trials for chunk size `c`;
+    `first_unsafe` is the smallest chunk size that broke the tolerance (None when safe).
     """
 
     safe: bool
@@ -192,7 +197,7 @@ class ChunkingProbe:
 
     def summary(self) -> str:
         """One line, the same on every machine where the verdict is the same."""
-        if self.safe:
+        if self.safe or self.first_unsafe is None:
             # The size of a within-tolerance difference depends on the kernels (machine), so it is left out.
             return (
                 f"no counterexample along chunk_dim={self.chunk_dim} (length {self.length}) for chunk sizes "
@@ -200,8 +205,8 @@ class ChunkingProbe:
                 f"atol={self.atol:g}, rtol={self.rtol:g}"
             )
         return (
-            f"UNSAFE along chunk_dim={self.chunk_dim}: chunk_size={self.first_unsafe} changes the result by up to "
-            f"{self.max_abs_diff[self.first_unsafe]:.3g} (atol={self.atol:g}, rtol={self.rtol:g})"
+            f"UNSAFE along chunk_dim={self.chunk_dim}: chunk_size={self.first_unsafe} changes the result by "
+            f"up to {self.max_abs_diff[self.first_unsafe]:.3g} (atol={self.atol:g}, rtol={self.rtol:g})"
         )
 
 
@@ -219,9 +224,9 @@ def probe_chunking_safety(
 
     For every chunk size `c` in `chunk_sizes` (default: every divisor of the length `n` below `n`, so 1 too,
     the harshest split) it compares `apply_chunking_to_forward(forward_fn, c, chunk_dim, *inputs)` with
-    `forward_fn(*inputs)`, on the given inputs and on `random_trials` more drawn with the same shapes and dtypes
-    (floating inputs replaced by seeded `randn`, others kept), with `torch.testing.assert_close`'s tolerances for
-    the output dtype unless `atol`/`rtol` are given.
+    `forward_fn(*inputs)`, on the given inputs and on `random_trials` more drawn with the same shapes and
+    dtypes (floating inputs replaced by seeded `randn`, others kept), with `torch.testing.assert_close`'s
+    tolerances for the output dtype unless `atol`/`rtol` are given.
 
     What it can and cannot prove:
     - A difference beyond tolerance is a *counterexample*: chunking really does change the result on those

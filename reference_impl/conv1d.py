@@ -1,28 +1,10 @@
-"""GPT-2's Conv1D: a Linear layer whose weight is stored transposed, and the conversions to and from nn.Linear.
+"""GPT-2's Conv1D: a Linear layer whose weight is stored transposed, and conversions to and from nn.Linear.
 
 Mirrors `transformers.pytorch_utils.Conv1D` (identical in transformers 4.57.6 and 5.22.2). Taught in
 lessons/02_conv1d_vs_linear.ipynb.
 
     Conv1D(nf, nx):  y = x @ W + b        W: (nx, nf)  "in x out", as OpenAI's GPT checkpoints store it
     nn.Linear(nx, nf): y = x @ A.T + b    A: (nf, nx)  "out x in", as PyTorch stores it;  A = W.T
-
-# NOTE [ Why is it called a 1D convolution? ]
-# OpenAI's GPT code (openai/finetune-transformer-lm, TensorFlow, 2018) wrote every projection as a 1-D
-# convolution over the sequence, `conv1d(x, scope, nf, rf)`, with a kernel variable of shape (rf, nx, nf):
-# width rf, nx in, nf out. Every projection used rf=1, for which the code ran a matmul instead of
-# `tf.nn.conv1d` ("#faster 1x1 conv"). A width-1 convolution looks at one position at a time, so it is
-# exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
-# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. Drop the width and the
-# checkpoint holds (nx, nf) = "in x out". GPT-2 (openai/gpt-2) kept the function, the (1, nx, nf) variables
-# and the name; transformers keeps the name and the layout so those checkpoints load unchanged
-# (huggingface/transformers#311). `conv1d_to_nn_conv1d` below builds the width-1 nn.Conv1d, to show it.
-
-# NOTE [ Non-contiguous inputs: where we differ from transformers ]
-# transformers flattens the input with `x.view(-1, nx)`, which raises "view size is not compatible with input
-# tensor's size and stride" on a non-contiguous input such as `x.transpose(0, 1)`. We use `x.reshape(-1, nx)`:
-# on an input `view` accepts, `reshape` returns that very view (same data, same strides), so the result is
-# bitwise the same as transformers'; on any other input it copies to a contiguous tensor first and the result is
-# bitwise that of transformers on `x.contiguous()`. tests/test_conv1d.py proves both.
 """
 
 from __future__ import annotations
@@ -38,14 +20,14 @@ class Conv1D(nn.Module):
 
     A drop-in replacement for `transformers.pytorch_utils.Conv1D`: the same constructor order (`nf` = out
     features first, `nx` = in features second, the reverse of `nn.Linear(in, out)`), the same attributes `nf`,
-    `nx`, `weight (nx, nf)` and `bias (nf,)`, the same initialisation ($W \sim \mathcal{N}(0, 0.02^2)$, $b = 0$,
-    drawing the same random numbers), the same `repr` and state-dict keys, and a bitwise-identical forward and
-    backward. GPT-2 checkpoints therefore load into it with `strict=True`.
+    `nx`, `weight (nx, nf)` and `bias (nf,)`, the same initialisation ($W \sim \mathcal{N}(0, 0.02^2)$, $b =
+    0$, drawing the same random numbers), the same `repr` and state-dict keys, and a bitwise-identical forward
+    and backward. GPT-2 checkpoints therefore load into it with `strict=True`.
 
     Where we differ (documented, tested):
-    - a non-contiguous input works (transformers raises); see NOTE [ Non-contiguous inputs ] in the module;
-    - an input whose last dimension is not `nx`, or whose dtype is not the weight's (outside autocast), raises a
-      `RuntimeError` (the type transformers raises) whose message names `nx`, the shape or the dtypes;
+    - a non-contiguous input works (transformers raises); see NOTE [ Non-contiguous inputs ] in `forward`;
+    - an input whose last dimension is not `nx`, or whose dtype is not the weight's (outside autocast), raises
+      a `RuntimeError` (the type transformers raises) whose message names `nx`, the shape or the dtypes;
     - optional `device=` / `dtype=` keywords, as `nn.Linear` has, so a layer can be built in place
       (`torch.nn.utils.skip_init` needs them);
     - it is not a subclass of transformers' class, so code that tests `isinstance(m, transformers...Conv1D)`
@@ -94,7 +76,14 @@ class Conv1D(nn.Module):
                 f"torch.autocast"
             )
         size_out = (*x.shape[:-1], self.nf)
-        x = x.reshape(-1, self.nx)  # (..., nx) -> (N, nx); a view when possible, a copy when not (see NOTE)
+        # NOTE [ Non-contiguous inputs: where we differ from transformers ]
+        # transformers flattens the input with `x.view(-1, nx)`, which raises "view size is not compatible
+        # with input tensor's size and stride" on a non-contiguous input such as `x.transpose(0, 1)`. We use
+        # `x.reshape(-1, nx)`: on an input `view` accepts, `reshape` returns that very view (same data, same
+        # strides), so the result is bitwise the same as transformers'; on any other input it copies to a
+        # contiguous tensor first and the result is bitwise that of transformers on `x.contiguous()`.
+        # tests/test_conv1d.py proves both.
+        x = x.reshape(-1, self.nx)  # (..., nx) -> (N, nx); a view when possible, a copy when not
         x = torch.addmm(self.bias, x, self.weight)  # (nf,) + (N, nx) @ (nx, nf) -> (N, nf)
         return x.view(size_out)  # (N, nf) -> (..., nf)
 
@@ -102,8 +91,8 @@ class Conv1D(nn.Module):
 def is_conv1d(layer: object) -> bool:
     """Whether `layer` is GPT-2's Conv1D, ours or transformers' (the one rule the package uses).
 
-    Ours by `isinstance`; transformers' by its class name and layout (`nf`, `nx` and a tensor `weight`), so the
-    components never import transformers to check.
+    Ours by `isinstance`; transformers' by its class name and layout (`nf`, `nx` and a tensor `weight`), so
+    the components never import transformers to check.
     """
     return isinstance(layer, Conv1D) or (
         isinstance(layer, nn.Module)
@@ -117,7 +106,8 @@ def is_conv1d(layer: object) -> bool:
 def _require_conv1d(conv: object) -> None:
     if not is_conv1d(conv):
         raise TypeError(
-            f"conv must be a Conv1D (ours or transformers'), got {type(conv).__module__}.{type(conv).__qualname__}"
+            "conv must be a Conv1D (ours or transformers'), got "
+            f"{type(conv).__module__}.{type(conv).__qualname__}"
         )
 
 
@@ -129,20 +119,22 @@ def _require_linear(linear: object) -> None:
 
 
 def conv1d_to_linear(conv: Conv1D) -> nn.Linear:
-    r"""An `nn.Linear(nx, nf)` computing the same function as `conv`: its weight is `conv.weight.T` (contiguous).
+    r"""An `nn.Linear(nx, nf)` computing the same function as `conv`: its weight is `conv.weight.T`
+    (contiguous).
 
-    $x W + b = x (W^\top)^\top + b$, so `linear.weight = W.T`, stored contiguous (the layout every Linear has).
-    The new layer owns fresh storage (changing it does not change `conv`) and has the same dtype, device and
-    `requires_grad` as `conv`. Its weights are the same numbers, bitwise; its outputs agree with `conv`'s to
-    float rounding (a few ulp in fp32), and are often bitwise equal: the two layouts reach BLAS with different
-    transpose flags, which may pick a different kernel and summation order (lesson 02, sections 4 and 6).
+    $x W + b = x (W^\top)^\top + b$, so `linear.weight = W.T`, stored contiguous (the layout every Linear
+    has). The new layer owns fresh storage (changing it does not change `conv`) and has the same dtype, device
+    and `requires_grad` as `conv`. Its weights are the same numbers, bitwise; its outputs agree with `conv`'s
+    to float rounding (a few ulp in fp32), and are often bitwise equal: the two layouts reach BLAS with
+    different transpose flags, which may pick a different kernel and summation order (lesson 02, sections 4
+    and 6).
 
     Accepts our `Conv1D` or any module with the same layout (transformers' `Conv1D` included); anything else
     raises `TypeError` naming its type.
 
     Correct / Incorrect, loading a GPT-2 weight into an nn.Linear by hand:
         linear.weight.copy_(conv.weight.T)   # correct: (nx, nf) -> (nf, nx)
-        linear.weight.copy_(conv.weight)     # incorrect: a shape error if nx != nf, silently wrong if nx == nf
+        linear.weight.copy_(conv.weight)     # incorrect: an error if nx != nf, silently wrong if nx == nf
     """
     _require_conv1d(conv)
     # skip_init allocates without running the random initialisation we would overwrite anyway.
@@ -158,7 +150,8 @@ def conv1d_to_linear(conv: Conv1D) -> nn.Linear:
 
 
 def linear_to_conv1d(linear: nn.Linear) -> Conv1D:
-    r"""A `Conv1D(nf=out_features, nx=in_features)` computing the same function as `linear`: weight `linear.weight.T`.
+    r"""A `Conv1D(nf=out_features, nx=in_features)` computing the same function as `linear`: weight
+    `linear.weight.T`.
 
     The inverse of `conv1d_to_linear`: the round trip in either order gives back the same weights, bitwise.
     A Linear without bias becomes a Conv1D with a zero bias (Conv1D always has one; `x W + 0` equals `x W`).
@@ -183,8 +176,18 @@ def linear_to_conv1d(linear: nn.Linear) -> Conv1D:
     return conv.train(linear.training)
 
 
+# NOTE [ Why is it called a 1D convolution? ]
+# OpenAI's GPT code (openai/finetune-transformer-lm, TensorFlow, 2018) wrote every projection as a 1-D
+# convolution over the sequence, `conv1d(x, scope, nf, rf)`, with a kernel variable of shape (rf, nx, nf):
+# width rf, nx in, nf out. Every projection used rf=1, for which the code ran a matmul instead of
+# `tf.nn.conv1d` ("#faster 1x1 conv"). A width-1 convolution looks at one position at a time, so it is
+# exactly a Linear layer applied to every position: `nn.Conv1d(nx, nf, kernel_size=1)` on input laid out
+# (B, C, T) computes, for every t, `y[:, :, t] = K[:, :, 0] @ x[:, :, t] + b`. Drop the width and the
+# checkpoint holds (nx, nf) = "in x out". GPT-2 (openai/gpt-2) kept the function, the (1, nx, nf) variables
+# and the name; transformers keeps the name and the layout so those checkpoints load unchanged
+# (huggingface/transformers#311). `conv1d_to_nn_conv1d` builds the width-1 nn.Conv1d, to show it.
 def conv1d_to_nn_conv1d(conv: Conv1D) -> nn.Conv1d:
-    r"""The width-1 `nn.Conv1d(nx, nf, kernel_size=1)` that `conv` is named after (see NOTE [ Why ... ]).
+    r"""The width-1 `nn.Conv1d(nx, nf, kernel_size=1)` that `conv` is named after (NOTE above).
 
     Its kernel is `W.T` with a width axis added: `(nx, nf) -> (nf, nx, 1)`. It works on channels-first input,
     so `conv(x)` equals `pointwise(x.transpose(1, 2)).transpose(1, 2)` for `x` of shape `(B, T, nx)`, up to
@@ -193,7 +196,7 @@ def conv1d_to_nn_conv1d(conv: Conv1D) -> nn.Conv1d:
     Example:
         >>> conv = Conv1D(nf=6, nx=4); x = torch.randn(2, 3, 4)                   # (B, T, nx)
         >>> pointwise = conv1d_to_nn_conv1d(conv)
-        >>> y = pointwise(x.transpose(1, 2)).transpose(1, 2)                      # (B, nx, T) -> (B, nf, T) -> (B, T, nf)
+        >>> y = pointwise(x.transpose(1, 2)).transpose(1, 2)      # (B, nx, T) -> (B, nf, T) -> (B, T, nf)
         >>> torch.allclose(y, conv(x), atol=1e-6)
         True
     """

@@ -5,7 +5,8 @@ lessons/06_attention_registration.ipynb.
 
 A *mask function* says, for one (batch, head, query position, key position), whether the query may attend:
 `f(batch_idx, head_idx, q_idx, kv_idx) -> bool` (True = attend), the `mask_mod` of FlexAttention. Written with
-plain comparisons, it works on broadcast index tensors too, which is how the builders evaluate it on a whole grid:
+plain comparisons, it works on broadcast index tensors too, which is how the builders evaluate it on a whole
+grid:
 
     causal          kv <= q                               0 ■ ⬚ ⬚ ⬚ ⬚
     sliding (w)     q - w < kv <= q     (w keys, self incl.) 1 ■ ■ ⬚ ⬚ ⬚    causal, 5 x 5
@@ -14,8 +15,8 @@ plain comparisons, it works on broadcast index tensors too, which is how the bui
     packed (s)      s[b, q] == s[b, kv]                   4 ■ ■ ■ ■ ■
 
 The *builders* evaluate a mask function over query positions `q_offset + arange(T)` and key positions
-`kv_offset + arange(S)` (offsets place a chunk of queries after a cache), AND it with the 2-D padding mask, and
-return the format an attention function wants:
+`kv_offset + arange(S)` (offsets place a chunk of queries after a cache), AND it with the 2-D padding mask,
+and return the format an attention function wants:
 
 - `sdpa_mask`: bool `(B, 1, T, S)`, True = attend, or **None** when the mask is plainly causal and SDPA's
   `is_causal=True` can stand in for it (the attention function must then apply causality itself), or, when the
@@ -24,9 +25,10 @@ return the format an attention function wants:
   None only in that bidirectional case.
 
 Differences from transformers, on purpose:
-- The builders always broadcast (transformers' default non-vmap path); `use_vmap`, `config`, `dtype` (sdpa) and
-  other keywords transformers passes are accepted and ignored, so only index-based mask functions work.
-- `chunked_causal_mask_function(c)` takes `left_padding=None` (no padding); transformers requires the argument.
+- The builders always broadcast (transformers' default non-vmap path); `use_vmap`, `config`, `dtype` (sdpa)
+  and other keywords transformers passes are accepted and ignored, so only index-based mask functions work.
+- `chunked_causal_mask_function(c)` takes `left_padding=None` (no padding); transformers requires the
+  argument.
 - Bad sizes raise `ValueError` naming them (transformers fails later with an indexing error, or not at all).
 - transformers 4.53–4.57 builders take `cache_position` instead of `q_length`/`q_offset`; see
   `reference_impl.attention.registered_in_transformers` for the bridge.
@@ -35,7 +37,7 @@ Differences from transformers, on purpose:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -58,13 +60,26 @@ __all__ = [
     "sliding_window_overlay",
 ]
 
-MaskFunction = Callable[..., Any]  # (batch_idx, head_idx, q_idx, kv_idx) -> bool or bool tensor
+
+class MaskFunction(Protocol):
+    """`(batch_idx, head_idx, q_idx, kv_idx) -> allowed`: index tensors that broadcast in, a bool tensor out.
+
+    The builders call it once with index grids of shapes (B,1,1,1), (1,1,1,1), (1,1,T,1), (1,1,1,S);
+    transformers' vmap path calls it with 0-d tensors. The parameters are positional, so any four names will
+    do.
+    """
+
+    def __call__(
+        self, batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor, /
+    ) -> torch.Tensor: ...
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Mask functions
-# ---------------------------------------------------------------------------------------------------------------
-def causal_mask_function(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+# ------------------------------------------------------------------------------------------------------------
+def causal_mask_function(
+    batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+) -> torch.Tensor:
     """Causal: a query attends to itself and to every earlier position, `kv_idx <= q_idx`."""
     return kv_idx <= q_idx
 
@@ -76,7 +91,9 @@ def sliding_window_overlay(sliding_window: int) -> MaskFunction:
     """
     _check_positive("sliding_window", sliding_window)
 
-    def sliding_window_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def sliding_window_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return kv_idx > q_idx - sliding_window
 
     return sliding_window_mask
@@ -95,7 +112,9 @@ def chunked_overlay(chunk_size: int, left_padding: torch.Tensor | None = None) -
     """
     _check_positive("chunk_size", chunk_size)
 
-    def chunked_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def chunked_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         shift = 0 if left_padding is None else left_padding[batch_idx]
         return (kv_idx - shift) // chunk_size == (q_idx - shift) // chunk_size
 
@@ -111,13 +130,16 @@ def padding_mask_function(padding_mask: torch.Tensor) -> MaskFunction:
     """Attend only to real tokens: `padding_mask[batch_idx, kv_idx]`.
 
     Args:
-        padding_mask: `(B, S')`, True or 1 for real tokens, with `S'` at least the largest key position asked for.
-            Converted to bool here (transformers expects it bool already: a 0/1 int mask gives int results there).
+        padding_mask: `(B, S')`, True or 1 for real tokens, with `S'` at least the largest key position asked
+            for. Converted to bool here (transformers expects it bool already: a 0/1 int mask gives int
+            results there).
     """
     _check_2d("padding_mask", padding_mask)
     padding_mask = padding_mask.bool()
 
-    def padding_mask_fn(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def padding_mask_fn(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return padding_mask[batch_idx, kv_idx]
 
     return padding_mask_fn
@@ -127,21 +149,27 @@ def packed_sequence_mask_function(packed_sequence_mask: torch.Tensor) -> MaskFun
     """Several sequences packed in one row attend only within their own: `s[b, q_idx] == s[b, kv_idx]`.
 
     Args:
-        packed_sequence_mask: `(B, S)` integer segment ids, e.g. `[[0, 0, 1, 1, 1, 2]]` for lengths 2, 3 and 1.
+        packed_sequence_mask: `(B, S)` integer segment ids, e.g. `[[0, 0, 1, 1, 1, 2]]` for lengths 2, 3 and
+            1.
     """
     _check_2d("packed_sequence_mask", packed_sequence_mask)
 
-    def packed_sequence_mask_fn(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def packed_sequence_mask_fn(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         return packed_sequence_mask[batch_idx, q_idx] == packed_sequence_mask[batch_idx, kv_idx]
 
     return packed_sequence_mask_fn
 
 
 def and_masks(*mask_functions: MaskFunction) -> MaskFunction:
-    """Intersection: attend where every mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
+    """Intersection: attend where every mask function allows it. Raises RuntimeError (as transformers) on a
+    non-callable."""
     _check_callables("and_masks", mask_functions)
 
-    def and_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def and_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         result = q_idx.new_ones((), dtype=torch.bool)
         for mask in mask_functions:
             result = result & mask(batch_idx, head_idx, q_idx, kv_idx).to(result.device)
@@ -151,10 +179,13 @@ def and_masks(*mask_functions: MaskFunction) -> MaskFunction:
 
 
 def or_masks(*mask_functions: MaskFunction) -> MaskFunction:
-    """Union: attend where any mask function allows it. Raises RuntimeError (as transformers) on a non-callable."""
+    """Union: attend where any mask function allows it. Raises RuntimeError (as transformers) on a
+    non-callable."""
     _check_callables("or_masks", mask_functions)
 
-    def or_mask(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+    def or_mask(
+        batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         result = q_idx.new_zeros((), dtype=torch.bool)
         for mask in mask_functions:
             result = result | mask(batch_idx, head_idx, q_idx, kv_idx).to(result.device)
@@ -163,9 +194,9 @@ def or_masks(*mask_functions: MaskFunction) -> MaskFunction:
     return or_mask
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Builders
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def sdpa_mask(
     batch_size: int,
     q_length: int,
@@ -277,8 +308,8 @@ def _prepare_padding_mask(
         return None
     if attention_mask.ndim != 2:
         raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}; the builders take a 2-D (B, S) padding mask "
-            "(a 4-D mask is already built: pass it to the attention function directly)"
+            f"attention_mask has shape {tuple(attention_mask.shape)}; the builders take a 2-D (B, S) padding "
+            "mask (a 4-D mask is already built: pass it to the attention function directly)"
         )
     if attention_mask.shape[0] != batch_size:
         raise ValueError(
@@ -324,9 +355,10 @@ def _can_skip_bidirectional_mask(
 
 # ---------------------------------------------------------------------------------------------------------------
 # The registry
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class AttentionMaskInterface(GeneralInterface):
-    """Registry of mask builders by attention implementation name; a model looks up the one its attention uses.
+    """Registry of mask builders by attention implementation name; a model looks up the one its attention
+    uses.
 
     A builder is called with keywords only: `(batch_size=, q_length=, kv_length=, q_offset=, kv_offset=,
     mask_function=, attention_mask=, allow_is_causal_skip=, dtype=, config=, use_vmap=, device=)` (5.x), plus
@@ -358,9 +390,9 @@ class AttentionMaskInterface(GeneralInterface):
 ALL_MASK_ATTENTION_FUNCTIONS: AttentionMaskInterface = AttentionMaskInterface()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Pictures and argument checks
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def mask_picture(mask: torch.Tensor, q_offset: int = 0) -> str:
     """Draw a `(T, S)` mask (bool, or additive with 0 = attend) as rows of ■ (attend) and ⬚ (masked).
 

@@ -1,33 +1,29 @@
-"""Head pruning, layer by layer: keep some rows or columns of a Linear or Conv1D, and find which ones a head owns.
+"""Head pruning, layer by layer: keep some rows or columns of a Linear or Conv1D; find which ones a head owns.
 
 Mirrors `transformers.pytorch_utils` (`prune_linear_layer` in 4.57.6 and 5.22.2; `prune_conv1d_layer`,
-`prune_layer` and `find_pruneable_heads_and_indices` in 4.57.6 only: transformers 5 removed them with model-level
-pruning, PR #41417). Taught in lessons/05_head_pruning.ipynb.
+`prune_layer` and `find_pruneable_heads_and_indices` in 4.57.6 only: transformers 5 removed them with
+model-level pruning, PR #41417). Taught in lessons/05_head_pruning.ipynb.
 
-The pruning component is three modules that sort together and depend one way (each imports only those above it):
+The pruning component is three modules that sort together and depend one way (each imports only the ones
+above it):
 - `reference_impl.pruning` (this one): layer level, rows and columns of one Linear or Conv1D;
-- `reference_impl.pruning_heads`: model level, `prune_heads(model, {layer: [heads]})` for GPT-2 and BERT in both
-  transformers lines, and saving / loading a pruned model;
-- `reference_impl.pruning_importance`: Michel et al.'s gradient score of each head, masking heads without pruning,
-  and choosing which heads to prune to a budget.
-
-# NOTE [ Where a head lives in a projection ]
-# A layer with H heads of size D computes q, k, v with projections of C -> H·D outputs. Output unit j belongs to
-# head j // D, so head h owns the D consecutive units h·D ... h·D + D - 1. The output projection reads those same
-# H·D units as its *inputs*. Removing head h therefore removes D rows of W_q, W_k, W_v (dim 0 of an nn.Linear
-# weight, which is (out, in)) and the same D columns of W_o (dim 1). Biases belong to outputs: they are sliced
-# with the rows, and kept whole when columns go (an output unit of W_o still exists; it just reads fewer inputs).
+- `reference_impl.pruning_heads`: model level, `prune_heads(model, {layer: [heads]})` for GPT-2 and BERT in
+  both transformers lines, and saving / loading a pruned model;
+- `reference_impl.pruning_importance`: Michel et al.'s gradient score of each head, masking heads without
+  pruning, and choosing which heads to prune to a budget.
 
 # NOTE [ Where we differ from transformers ]
 # - dtype, device and requires_grad are kept. transformers builds the new nn.Linear in the default dtype and
 #   then sets requires_grad=True: a bf16 layer comes back fp32, and a frozen layer comes back trainable.
 # - The training flag (`layer.training`) is kept; transformers returns a new module in training mode.
 # - The index is validated, with an error naming the value and what is accepted:
-#     out of range or negative -> IndexError (transformers: IndexError "index out of range in self" from torch);
+#     out of range or negative -> IndexError (transformers: IndexError "index out of range in self" from
+#       torch);
 #     not integer (float, bool mask) -> TypeError (transformers: RuntimeError from index_select);
 #     duplicated -> ValueError (transformers: silently duplicates the unit);
 #     dim not 0 or 1 -> ValueError (transformers: IndexError for dim >= 2, and for dim=-1 it slices the bias
-#       of a Linear as if rows were pruned: a shape error, or a silently wrong bias when sizes happen to match).
+#       of a Linear as if rows were pruned: a shape error, or a silently wrong bias when sizes happen to
+#       match).
 # - A list of ints is accepted as the index, as well as an integer tensor.
 # - Conv1D pruning returns the class it was given (ours or transformers'); transformers always builds its own.
 """
@@ -52,7 +48,8 @@ __all__ = [
 
 
 def _check_index(index: torch.Tensor | Sequence[int], size: int, what: str) -> torch.Tensor:
-    """Validate `index` (the positions to keep along a dimension of `size`) and return it as an int64 tensor."""
+    """Validate `index` (the positions to keep along a dimension of `size`) and return it as an int64
+    tensor."""
     if not isinstance(index, torch.Tensor):
         items = list(index)
         bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int)]
@@ -72,9 +69,9 @@ def _check_index(index: torch.Tensor | Sequence[int], size: int, what: str) -> t
     if index.numel():
         low, high = int(index.min()), int(index.max())
         if low < 0 or high >= size:
-            bad = low if low < 0 else high
+            outside = low if low < 0 else high
             raise IndexError(
-                f"index holds {bad}, out of range for {what} of size {size} (valid: 0 ... {size - 1})"
+                f"index holds {outside}, out of range for {what} of size {size} (valid: 0 ... {size - 1})"
             )
         if index.unique().numel() != index.numel():
             values, counts = index.unique(return_counts=True)
@@ -91,20 +88,22 @@ def _check_dim(dim: int) -> None:
 
 @contextmanager
 def _on_meta_device() -> Iterator[None]:
-    """Build modules without memory and without random init (whose RNG draws would shift the caller's stream)."""
+    """Build modules without memory and without random init (whose RNG draws would shift the caller's
+    stream)."""
     with torch.device("meta"), warnings.catch_warnings():
         # An empty index builds a zero-size layer; its (skipped) init would warn that it does nothing.
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
         yield
 
 
-def _new_parameter(data: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+def _new_parameter(data: torch.Tensor, like: torch.Tensor) -> nn.Parameter:
     """A parameter on fresh storage with the same dtype, device and requires_grad as `like`."""
     return nn.Parameter(data.detach().clone().contiguous(), requires_grad=like.requires_grad)
 
 
 def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], dim: int = 0) -> nn.Linear:
-    r"""A new `nn.Linear` that keeps only the rows (`dim=0`) or columns (`dim=1`) of `layer.weight` in `index`.
+    r"""A new `nn.Linear` that keeps only the rows (`dim=0`) or columns (`dim=1`) of `layer.weight` in
+    `index`.
 
     With $W$ of shape `(out, in)` and $y = x W^\top + b$:
     - `dim=0` keeps output units: $W' = W[\text{index}, :]$, $b' = b[\text{index}]$ (q, k, v of a head);
@@ -112,12 +111,13 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
 
     The kept units come out in the order `index` lists them (`index_select`), so `index` is usually ascending.
     Unlike transformers' function, the new layer has the dtype, device, `requires_grad` and training flag of
-    `layer` (see NOTE [ Where we differ from transformers ] in this module), and bad input raises an error that
-    names it.
+    `layer` (see NOTE [ Where we differ from transformers ] in this module), and bad input raises an error
+    that names it.
 
     Args:
         layer: the layer to prune; it is left untouched.
-        index: positions to keep along `dim`, shape `(K,)`, integers in `[0, layer.weight.shape[dim])`, no repeats.
+        index: positions to keep along `dim`, shape `(K,)`, integers in `[0, layer.weight.shape[dim])`, no
+            repeats.
         dim: 0 for rows (outputs), 1 for columns (inputs).
 
     Returns:
@@ -149,15 +149,17 @@ def prune_linear_layer(layer: nn.Linear, index: torch.Tensor | Sequence[int], di
 
 
 def prune_conv1d_layer(layer: Conv1D, index: torch.Tensor | Sequence[int], dim: int = 1) -> Conv1D:
-    r"""A new Conv1D that keeps only the columns (`dim=1`, default) or rows (`dim=0`) of `layer.weight` in `index`.
+    r"""A new Conv1D that keeps only the columns (`dim=1`, default) or rows (`dim=0`) of `layer.weight` in
+    `index`.
 
     Conv1D stores its weight transposed, $W$ of shape `(nx, nf)` = (in, out), with $y = x W + b$, so the dims
     swap roles compared with `prune_linear_layer`:
-    - `dim=1` keeps output units: $W' = W[:, \text{index}]$, $b' = b[\text{index}]$ (GPT-2's `c_attn` for a head);
+    - `dim=1` keeps output units: $W' = W[:, \text{index}]$, $b' = b[\text{index}]$ (GPT-2's `c_attn` for a
+      head);
     - `dim=0` keeps input units: $W' = W[\text{index}, :]$, $b' = b$ whole (GPT-2's `c_proj` for a head).
 
-    Accepts our `reference_impl.conv1d.Conv1D` and transformers' `Conv1D`, and returns an instance of the class
-    it was given. Keeps dtype, device, `requires_grad` and the training flag (transformers 4.x did not).
+    Accepts our `reference_impl.conv1d.Conv1D` and transformers' `Conv1D`, and returns an instance of the
+    class it was given. Keeps dtype, device, `requires_grad` and the training flag (transformers 4.x did not).
 
     Args:
         layer: the Conv1D to prune (weight `(nx, nf)`, bias `(nf,)`); it is left untouched.
@@ -169,7 +171,8 @@ def prune_conv1d_layer(layer: Conv1D, index: torch.Tensor | Sequence[int], dim: 
     """
     if not is_conv1d(layer):
         raise TypeError(
-            f"layer must be a Conv1D (ours or transformers'), got {type(layer).__module__}.{type(layer).__qualname__}"
+            "layer must be a Conv1D (ours or transformers'), got "
+            f"{type(layer).__module__}.{type(layer).__qualname__}"
         )
     _check_dim(dim)
     index = _check_index(
@@ -192,8 +195,9 @@ def prune_layer(
 ) -> nn.Linear | Conv1D:
     """Prune an `nn.Linear` (default `dim=0`) or a Conv1D (default `dim=1`): by default, keep output units.
 
-    The defaults differ because the two store their weights transposed to each other; with `dim=None` both keep
-    the outputs listed in `index`. Anything else raises `ValueError` naming its type (as transformers does).
+    The defaults differ because the two store their weights transposed to each other; with `dim=None` both
+    keep the outputs listed in `index`. Anything else raises `ValueError` naming its type (as transformers
+    does).
     """
     if isinstance(layer, nn.Linear):
         return prune_linear_layer(layer, index, dim=0 if dim is None else dim)
@@ -205,15 +209,22 @@ def prune_layer(
     )
 
 
+# NOTE [ Where a head lives in a projection ]
+# A layer with H heads of size D computes q, k, v with projections of C -> H·D outputs. Output unit j belongs
+# to head j // D, so head h owns the D consecutive units h·D ... h·D + D - 1. The output projection reads
+# those same H·D units as its *inputs*. Removing head h therefore removes D rows of W_q, W_k, W_v (dim 0 of an
+# nn.Linear weight, which is (out, in)) and the same D columns of W_o (dim 1). Biases belong to outputs: they
+# are sliced with the rows, and kept whole when columns go (an output unit of W_o still exists; it just reads
+# fewer inputs).
 def find_pruneable_heads_and_indices(
     heads: Iterable[int], n_heads: int, head_size: int, already_pruned_heads: set[int]
 ) -> tuple[set[int], torch.Tensor]:
     r"""Which of `heads` still need pruning, and the flat indices (into the current H·D units) to keep.
 
     Heads are always named by their *original* number. After heads were pruned, the layer holds `n_heads`
-    heads packed together, so original head $h$ now sits at position $h - |\{p \in \text{already pruned} : p < h\}|$.
-    The kept indices are every $j$ in $[0, n\_heads \cdot D)$ whose position $j // D$ is not one being removed,
-    in ascending order.
+    heads packed together, so original head $h$ now sits at position $h - |\{p \in \text{already pruned} : p <
+    h\}|$. The kept indices are every $j$ in $[0, n\_heads \cdot D)$ whose position $j // D$ is not one being
+    removed, in ascending order.
 
     Example (golden value, the same as transformers 4.x): a layer had 7 heads of size 2; heads 1 and 3 are
     already gone, so `n_heads=5` and positions 0..4 hold original heads 0, 2, 4, 5, 6. Pruning heads 0, 5, 2
@@ -249,7 +260,8 @@ def find_pruneable_heads_and_indices(
         if head < 0 or not 0 <= position < n_heads:
             raise IndexError(
                 f"head {head} is out of range: the layer had {n_heads + len(already_pruned_heads)} heads "
-                f"(valid: 0 ... {n_heads + len(already_pruned_heads) - 1}), of which {sorted(already_pruned_heads)} "
+                f"(valid: 0 ... {n_heads + len(already_pruned_heads) - 1}), of which "
+                f"{sorted(already_pruned_heads)} "
                 f"are already pruned"
             )
         mask[position] = 0

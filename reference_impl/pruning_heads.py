@@ -1,4 +1,5 @@
-"""Model-level head pruning for GPT-2 and BERT, in transformers 4.x and 5.x, and saving / loading a pruned model.
+"""Model-level head pruning for GPT-2 and BERT, in transformers 4.x and 5.x, and saving / loading a pruned
+model.
 
 Mirrors `PreTrainedModel.prune_heads` with `GPT2Attention.prune_heads` and `BertAttention.prune_heads` of
 transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons/05_head_pruning.ipynb.
@@ -8,20 +9,21 @@ transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons
 Heads are always named by their *original* number, however many were pruned before, as in transformers.
 
 # NOTE [ Where the state lives ]
-# Two places, the same ones transformers 4.x used, so a model pruned here and one pruned by 4.x's method agree:
+# Two places, the same ones transformers 4.x used, so a model pruned here and one pruned by 4.x's method
+# agree:
 # - `attn.pruned_heads` (a set of original head numbers) on each layer's attention module: `block.attn`
 #   (GPT2Attention) or `layer.attention` (BertAttention). 5.x has no such attribute; we add it.
 # - `model.config.pruned_heads` ({layer: sorted list of heads}), which `save_pretrained` writes to config.json
 #   (JSON turns the keys into strings; we read both).
 # The head counts the forward pass uses are updated in place: GPT-2 `num_heads` and `split_size`, BERT
-# `num_attention_heads` and `all_head_size`. Both lines reshape with `view(..., -1, head_dim)`, so nothing else
-# needs to change.
+# `num_attention_heads` and `all_head_size`. Both lines reshape with `view(..., -1, head_dim)`, so nothing
+# else needs to change.
 
 # NOTE [ Saving and loading a pruned model ]
 # transformers 4.x re-applied `config.pruned_heads` when it built a model, so `from_pretrained` just worked.
 # transformers 5.x builds the full-size model and then finds checkpoint tensors of the wrong shape. So:
-#   model.save_pretrained(path)                          # both lines: config.json records the pruned heads
-#   model = load_pruned_model(GPT2LMHeadModel, path)     # both lines: build, prune from the config, load weights
+#   model.save_pretrained(path)                        # both lines: config.json records the pruned heads
+#   model = load_pruned_model(GPT2LMHeadModel, path)   # both: build, prune from the config, load weights
 # `reapply_pruned_heads(model)` is the middle step on its own (a no-op on 4.x, where the constructor did it).
 
 # NOTE [ Pruning every head of a layer ]
@@ -61,7 +63,7 @@ M = TypeVar("M", bound=nn.Module)
 def _model_type(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} ({type(model).__name__}) is not supported for head pruning; "
             f"supported: {list(SUPPORTED_MODEL_TYPES)} (GPT-2 and BERT models from transformers)"
@@ -70,19 +72,22 @@ def _model_type(model: nn.Module) -> str:
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every layer: GPT2Attention (`block.attn`) or BertAttention (`layer.attention`).
+    """The self-attention module of every layer: GPT2Attention (`block.attn`) or BertAttention
+    (`layer.attention`).
 
-    Works on a bare model (`GPT2Model`, `BertModel`) or one with a head (`GPT2LMHeadModel`, `BertForMaskedLM`),
-    through `model.base_model`. Cross-attention modules are not included (and never pruned).
+    Works on a bare model (`GPT2Model`, `BertModel`) or one with a head (`GPT2LMHeadModel`,
+    `BertForMaskedLM`), through `model.base_model`. Cross-attention modules are not included (and never
+    pruned).
     """
     model_type = _model_type(model)
-    base = model.base_model
+    # transformers' modules, read by attribute: torch's stubs would type each attribute `Tensor | Module`.
+    base: Any = model.base_model
     if model_type == "gpt2":
         return [block.attn for block in base.h]
     return [layer.attention for layer in base.encoder.layer]
 
 
-def _heads_and_size(attn: nn.Module) -> tuple[int, int]:
+def _heads_and_size(attn: Any) -> tuple[int, int]:
     """(H heads the module holds now, D units per head)."""
     if hasattr(attn, "c_attn"):  # GPT2Attention
         return attn.num_heads, attn.head_dim
@@ -91,7 +96,8 @@ def _heads_and_size(attn: nn.Module) -> tuple[int, int]:
 
 def output_projection(attn: nn.Module) -> nn.Module:
     """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`."""
-    return attn.c_proj if hasattr(attn, "c_attn") else attn.output.dense
+    module: Any = attn  # read by attribute: torch's stubs would type each attribute `Tensor | Module`
+    return module.c_proj if hasattr(attn, "c_attn") else module.output.dense
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -100,17 +106,19 @@ def head_counts(model: nn.Module) -> list[int]:
 
 
 def pruned_heads_of(model: nn.Module) -> dict[int, list[int]]:
-    """The heads pruned so far, per layer, as recorded on the modules: `{layer: sorted original head numbers}`."""
-    found = {}
+    """The heads pruned so far, per layer, as recorded on the modules: `{layer: sorted original head
+    numbers}`."""
+    found: dict[int, list[int]] = {}
     for layer, attn in enumerate(attention_modules(model)):
-        pruned = getattr(attn, "pruned_heads", set())
+        pruned: set[int] = getattr(attn, "pruned_heads", set())
         if pruned:
             found[layer] = sorted(pruned)
     return found
 
 
-def _prune_gpt2_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
-    # c_attn computes q, k and v side by side: (B, T, C) -> (B, T, 3·H·D); a head owns the same units in each third.
+def _prune_gpt2_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
+    # c_attn computes q, k and v side by side: (B, T, C) -> (B, T, 3·H·D); a head owns the same units in each
+    # third.
     split = attn.split_size  # H·D
     index_qkv = torch.cat([index, index + split, index + 2 * split])
     attn.c_attn = prune_conv1d_layer(attn.c_attn, index_qkv, dim=1)  # (C, 3·H·D) -> (C, 3·H'·D)
@@ -119,7 +127,7 @@ def _prune_gpt2_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) 
     attn.split_size = attn.num_heads * attn.head_dim
 
 
-def _prune_bert_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+def _prune_bert_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
     attention = attn.self
     attention.query = prune_linear_layer(attention.query, index)  # (H·D, C) -> (H'·D, C)
     attention.key = prune_linear_layer(attention.key, index)
@@ -151,7 +159,8 @@ def _check_layer(layer: object, n_layers: int) -> None:
 def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
     """Check every layer and head before anything is changed, so a bad request leaves the model as it was."""
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original = config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
         _check_layer(layer, len(modules))
@@ -161,7 +170,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
                 raise TypeError(f"head {head!r} of layer {layer} must be an integer head number")
             if not 0 <= head < n_original:
                 raise IndexError(
-                    f"head {head} of layer {layer} does not exist: layers have {n_original} heads (0 ... {n_original - 1})"
+                    f"head {head} of layer {layer} does not exist: layers have {n_original} heads (0 ... "
+                    f"{n_original - 1})"
                 )
         if len(set(heads)) != len(heads):
             twice = sorted({h for h in heads if heads.count(h) > 1})
@@ -182,9 +192,9 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
 
     For each layer, the rows of q, k and v and the columns of the output projection that the heads own are cut
     out (`find_pruneable_heads_and_indices`, then `prune_conv1d_layer` / `prune_linear_layer`), and the head
-    counts are updated, so the model runs as before with fewer heads. The result equals the unpruned model with
-    those heads' outputs set to zero (tests/test_pruning_heads.py proves it). Heads already pruned are skipped,
-    so pruning in two steps equals pruning at once. The heads are recorded in `attn.pruned_heads` and
+    counts are updated, so the model runs as before with fewer heads. The result equals the unpruned model
+    with those heads' outputs set to zero (tests/test_pruning_heads.py proves it). Heads already pruned are
+    skipped, so pruning in two steps equals pruning at once. The heads are recorded in `attn.pruned_heads` and
     `model.config.pruned_heads` (see NOTE [ Where the state lives ]).
 
     Args:
@@ -199,9 +209,10 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
     prune_one = _prune_gpt2_attention if _model_type(model) == "gpt2" else _prune_bert_attention
-    recorded = _config_pruned_heads(model.config)
+    config: Any = model.config
+    recorded = _config_pruned_heads(config)
     for layer, heads in plan.items():
-        attn = modules[layer]
+        attn: Any = modules[layer]
         already = set(getattr(attn, "pruned_heads", set()))
         n_heads, head_size = _heads_and_size(attn)
         new_heads, index = find_pruneable_heads_and_indices(heads, n_heads, head_size, already)
@@ -209,7 +220,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             prune_one(attn, index, len(new_heads))
         attn.pruned_heads = already | new_heads
         recorded[layer] = sorted(set(recorded.get(layer, [])) | attn.pruned_heads)
-    model.config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
+    config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
 
 
 def reapply_pruned_heads(model: nn.Module) -> None:
@@ -224,15 +235,17 @@ def reapply_pruned_heads(model: nn.Module) -> None:
 def load_pruned_model(model_class: type[M], path: str | Path) -> M:
     """Load a model saved with `save_pretrained` after head pruning, on transformers 4.x or 5.x.
 
-    Builds `model_class` from the saved config, prunes it to the recorded heads (`reapply_pruned_heads`), loads
-    the weights from `model.safetensors` (or `pytorch_model.bin`) and ties the tied ones; returns it in eval
-    mode, as `from_pretrained` does. A single-file checkpoint only; a sharded one raises FileNotFoundError.
-    See NOTE [ Saving and loading a pruned model ].
+    Builds `model_class` from the saved config, prunes it to the recorded heads (`reapply_pruned_heads`),
+    loads the weights from `model.safetensors` (or `pytorch_model.bin`) and ties the tied ones; returns it in
+    eval mode, as `from_pretrained` does. A single-file checkpoint only; a sharded one raises
+    FileNotFoundError. See NOTE [ Saving and loading a pruned model ].
     """
     path = Path(path)
-    config = model_class.config_class.from_pretrained(path)
+    # A transformers PreTrainedModel class (config_class, tie_weights), which torch's stubs cannot see.
+    pretrained: Any = model_class
+    config = pretrained.config_class.from_pretrained(path)
     config.pruned_heads = _config_pruned_heads(config)
-    model = model_class(config)
+    model: Any = model_class(config)
     reapply_pruned_heads(model)
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -242,7 +255,8 @@ def load_pruned_model(model_class: type[M], path: str | Path) -> M:
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(
-            f"no model.safetensors or pytorch_model.bin in {str(path)!r} (sharded checkpoints are not supported)"
+            f"no model.safetensors or pytorch_model.bin in {str(path)!r} (sharded checkpoints are not "
+            "supported)"
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

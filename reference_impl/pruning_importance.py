@@ -1,9 +1,11 @@
-r"""Which heads matter: gate each head's output, score it by gradient (Michel et al. 2019), choose what to prune.
+r"""Which heads matter: gate each head's output, score it by gradient (Michel et al. 2019), choose what to
+prune.
 
-Re-implements the head-importance proxy of Michel, Levy and Neubig, "Are Sixteen Heads Really Better than One?"
-(NeurIPS 2019, arXiv:1905.10650), as transformers' `examples/research_projects/bertology/run_bertology.py` used
-it with 4.x's `head_mask` argument, which transformers 5 removed (PR #41076). We gate heads with a forward
-pre-hook instead, so it works on both lines. Taught in lessons/05_head_pruning.ipynb.
+Re-implements the head-importance proxy of Michel, Levy and Neubig, "Are Sixteen Heads Really Better than
+One?" (NeurIPS 2019, arXiv:1905.10650), as transformers'
+`examples/research_projects/bertology/run_bertology.py` used it with 4.x's `head_mask` argument, which
+transformers 5 removed (PR #41076). We gate heads with a forward pre-hook instead, so it works on both lines.
+Taught in lessons/05_head_pruning.ipynb.
 
 Every head $h$ of layer $l$ gets a gate $\xi_{l,h}$ that multiplies its output before the output projection:
 
@@ -15,8 +17,8 @@ The importance of a head is how much the loss $L$ would move if its gate moved, 
 
 (the per-layer ℓ2 normalisation is the one Michel et al. and the bertology example use). A first-order Taylor
 view explains it: setting ξ_h from 1 to 0 changes the loss by about -∂L/∂ξ_h. Batches stand in for examples
-(the gradient of a batch's mean loss, in absolute value, as the bertology example does; with batch size 1 it is
-exactly the expectation above).
+(the gradient of a batch's mean loss, in absolute value, as the bertology example does; with batch size 1 it
+is exactly the expectation above).
 
 Heads are named by their *original* numbers throughout; a pruned head scores `nan`.
 """
@@ -37,8 +39,15 @@ __all__ = ["gate_heads", "head_importance", "mask_heads", "select_heads_to_prune
 
 def _positions(attn: nn.Module, n_original: int) -> list[int]:
     """Original head numbers in the order the (possibly pruned) module holds them now."""
-    pruned = getattr(attn, "pruned_heads", set())
+    pruned: set[int] = getattr(attn, "pruned_heads", set())
     return [h for h in range(n_original) if h not in pruned]
+
+
+def _device_of(attn: nn.Module) -> torch.device:
+    """The device of the output projection, where the gates of `attn`'s heads are applied."""
+    # Read by attribute: torch's stubs type an attribute of a plain Module `Tensor | Module`.
+    projection: Any = output_projection(attn)
+    return projection.weight.device
 
 
 def _gating_hook(
@@ -55,7 +64,8 @@ def _gating_hook(
 
 @contextmanager
 def gate_heads(model: nn.Module, gates: Mapping[int, torch.Tensor]) -> Iterator[None]:
-    """Multiply each head's output by a gate while the block runs: `gates[layer]` has one entry per head held now.
+    """Multiply each head's output by a gate while the block runs: `gates[layer]` has one entry per head held
+    now.
 
     A forward pre-hook on the output projection (GPT-2 `c_proj`, BERT `output.dense`) scales head h's D input
     units by `gates[layer][h]`. A gate of 1 leaves the model bitwise unchanged; 0 removes the head's
@@ -92,12 +102,13 @@ def mask_heads(model: nn.Module, heads_to_mask: Mapping[int, Iterable[int]]) -> 
     gives under `mask_heads(model, heads)`. A head already pruned raises ValueError (it has no output left).
     """
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     gates = {}
     for layer, heads in heads_to_mask.items():
         _check_layer(layer, len(modules))
         positions = _positions(modules[layer], n_original)
-        gate = torch.ones(len(positions), device=output_projection(modules[layer]).weight.device)
+        gate = torch.ones(len(positions), device=_device_of(modules[layer]))
         for head in heads:
             if head not in positions:
                 raise ValueError(f"head {head} of layer {layer} cannot be masked: held now are {positions}")
@@ -118,12 +129,13 @@ def head_importance(
     *,
     normalize: bool = True,
 ) -> torch.Tensor:
-    r"""Michel et al.'s importance $I_{l,h} = E |∂L/∂ξ_{l,h}|$ of every head, shape `(layers, original heads)`.
+    r"""Michel et al.'s importance $I_{l,h} = E |∂L/∂ξ_{l,h}|$ of every head, shape `(layers, original
+    heads)`.
 
-    Runs the model in eval mode (dropout off; the previous mode is restored) on every batch, takes the gradient
-    of the loss with respect to all-ones head gates (`gate_heads`), and averages its absolute value over the
-    batches. The parameters' `.grad` are not touched. With `normalize`, each layer's scores are divided by their
-    ℓ2 norm. Heads already pruned score `nan`.
+    Runs the model in eval mode (dropout off; the previous mode is restored) on every batch, takes the
+    gradient of the loss with respect to all-ones head gates (`gate_heads`), and averages its absolute value
+    over the batches. The parameters' `.grad` are not touched. With `normalize`, each layer's scores are
+    divided by their ℓ2 norm. Heads already pruned score `nan`.
 
     Args:
         model: a GPT-2 or BERT model of transformers (pruned or not).
@@ -136,12 +148,11 @@ def head_importance(
         float32 tensor `(L, H)`, on the CPU; higher = more important.
     """
     modules = attention_modules(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     loss_fn = _default_loss if loss_fn is None else loss_fn
     gates = {
-        layer: torch.ones(
-            _heads_and_size(attn)[0], device=output_projection(attn).weight.device, requires_grad=True
-        )
+        layer: torch.ones(_heads_and_size(attn)[0], device=_device_of(attn), requires_grad=True)
         for layer, attn in enumerate(modules)
     }
     totals = [torch.zeros(g.numel()) for g in gates.values()]
@@ -202,6 +213,7 @@ def select_heads_to_prune(
     n_chosen = sum(len(heads) for heads in chosen.values())
     if n_chosen < n_heads:
         raise ValueError(
-            f"n_heads={n_heads} heads cannot be pruned while keeping {keep_per_layer} per layer; at most {n_chosen}"
+            f"n_heads={n_heads} heads cannot be pruned while keeping {keep_per_layer} per layer; at most "
+            f"{n_chosen}"
         )
     return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}

@@ -1,33 +1,38 @@
-"""A registry of functions by name: the pattern behind transformers' `AttentionInterface` and `AttentionMaskInterface`.
+"""A registry of functions by name: the pattern behind transformers' `AttentionInterface` and
+`AttentionMaskInterface`.
 
 Mirrors transformers.utils.generic.GeneralInterface (transformers 4.53–5.22). Taught in
 lessons/06_attention_registration.ipynb.
 
 A registry is a dict-like object with two layers:
 
-- a **class-wide** mapping, changed with the classmethod `register(key, fn)`; every instance, in every file, sees it;
-- an **instance-local** mapping, changed with `registry[key] = fn`; it shadows the class-wide one for that instance
-  only (a model file can override `"sdpa"` for itself without touching anyone else).
+- a **class-wide** mapping, changed with the classmethod `register(key, fn)`; every instance, in every file,
+  sees it;
+- an **instance-local** mapping, changed with `registry[key] = fn`; it shadows the class-wide one for that
+  instance only (a model file can override `"sdpa"` for itself without touching anyone else).
 
 Reads (`registry[key]`, `in`, iteration, `len`) merge both layers, local first.
 
 # NOTE [ What we fix, and what we keep ]
-# transformers' GeneralInterface keeps the surface above but has awkward corners; ours keeps the surface and fixes:
+# transformers' GeneralInterface keeps the surface above but has awkward corners; ours keeps the surface
+# and fixes:
 # 1. `register` returns the function (transformers returns None), so it works as a call *and* as a decorator:
 #        @AttentionInterface.register("mine")
 #        def my_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs): ...
-# 2. Each registry class gets its own class-wide mapping from `__init_subclass__` (a copy of what the class declares
-#    or, failing that, of its parent's). In transformers a subclass that forgets to declare `_global_mapping` shares
-#    the base class's dict, so registering on it registers everywhere.
+# 2. Each registry class gets its own class-wide mapping from `__init_subclass__` (a copy of what the class
+#    declares or, failing that, of its parent's). In transformers a subclass that forgets to declare
+#    `_global_mapping` shares the base class's dict, so registering on it registers everywhere.
 # 3. An unknown key raises `KeyError` listing the registered keys (transformers: a bare `KeyError: 'x'`).
-# 4. `registered(key, fn)` is a context manager that registers for the duration of a `with` block and then restores
-#    exactly what was there before (the previous function, or nothing), so tests and lessons cannot leak
-#    registrations into each other. `scoped_registration` does the same for transformers' own registry classes.
-# 5. Bad input is refused at registration time: a non-string key or a non-callable is a `TypeError`, and so is a
-#    function whose signature cannot accept the call the registry's users make (checked with `inspect.signature`).
+# 4. `registered(key, fn)` is a context manager that registers for the duration of a `with` block and then
+#    restores exactly what was there before (the previous function, or nothing), so tests and lessons cannot
+#    leak registrations into each other. `scoped_registration` does the same for transformers' own registry
+#    classes.
+# 5. Bad input is refused at registration time: a non-string key or a non-callable is a `TypeError`, and so is
+#    a function whose signature cannot accept the call the registry's users make (checked with
+#    `inspect.signature`).
 # 6. Duplicates: registering a key that already holds a *different* function raises `ValueError` unless
-#    `overwrite=True` (transformers silently replaces it). Registering the very same function again is a no-op, so
-#    re-running a notebook cell that registers a module-level function is harmless.
+#    `overwrite=True` (transformers silently replaces it). Registering the very same function again is a
+#    no-op, so re-running a notebook cell that registers a module-level function is harmless.
 """
 
 from __future__ import annotations
@@ -113,10 +118,12 @@ class GeneralInterface(MutableMapping):
         Correct (both forms return the function, so the name stays bound to it):
             >>> AttentionInterface.register("mine", my_attention)
             >>> @AttentionInterface.register("mine2")
-            ... def my_attention2(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs): ...
+            ... def my_attention2(module, query, key, value, attention_mask, scaling, dropout=0.0,
+            ...                   **kwargs): ...
 
         Raises:
-            TypeError: `key` is not a string, `fn` is not callable, or its signature cannot take the registry's call.
+            TypeError: `key` is not a string, `fn` is not callable, or its signature cannot take the
+                registry's call.
             ValueError: `key` already holds a different function and `overwrite` is False.
         """
         if fn is None:
@@ -131,7 +138,8 @@ class GeneralInterface(MutableMapping):
         if previous is not _MISSING and previous is not fn and not overwrite:
             raise ValueError(
                 f"{key!r} is already registered to {_name(previous)}; pass overwrite=True to replace it with "
-                f"{_name(fn)}, or use {cls.__name__}.registered({key!r}, fn) to replace it inside a `with` block"
+                f"{_name(fn)}, or use {cls.__name__}.registered({key!r}, fn) to replace it inside a `with` "
+                "block"
             )
         cls._global_mapping[key] = fn
         return fn
@@ -148,7 +156,8 @@ class GeneralInterface(MutableMapping):
     @classmethod
     @contextmanager
     def registered(cls, key: str, fn: F) -> Iterator[F]:
-        """Register `fn` under `key` inside a `with` block, then restore what `key` held before (or nothing)."""
+        """Register `fn` under `key` inside a `with` block, then restore what `key` held before (or
+        nothing)."""
         cls._validate(key, fn)
         with scoped_registration(cls, key, fn):
             yield fn
@@ -178,14 +187,17 @@ class GeneralInterface(MutableMapping):
         except TypeError as e:
             call = ", ".join([*(f"<{a}>" for a in args), *(f"{k}=..." for k in kwargs)])
             raise TypeError(
-                f"{cls._kind} {_name(fn)} registered under {key!r} has signature {signature}, which cannot take "
-                f"the call ({call}): {e}"
+                f"{cls._kind} {_name(fn)} registered under {key!r} has signature {signature}, which cannot "
+                f"take the call ({call}): {e}"
             ) from None
 
 
 @contextmanager
-def scoped_registration(interface: type, key: str, fn: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
-    """Put `fn` into `interface._global_mapping[key]` for a `with` block, then restore the previous state exactly.
+def scoped_registration(
+    interface: type[Any], key: str, fn: Callable[..., Any]
+) -> Iterator[Callable[..., Any]]:
+    """Put `fn` into `interface._global_mapping[key]` for a `with` block, then restore the previous state
+    exactly.
 
     Works on ours and on transformers' own registry classes (`transformers.AttentionInterface`,
     `transformers.masking_utils.AttentionMaskInterface`), whose mapping is global to the whole process:

@@ -1,14 +1,14 @@
 r"""Rotary position embeddings (RoPE): the rotary module, the rotation itself, and run-time rescaling.
 
-Mirrors transformers.models.llama.modeling_llama (`LlamaRotaryEmbedding`, `rotate_half`, `apply_rotary_pos_emb`)
-and transformers.modeling_rope_utils (`dynamic_rope_update`, `ROPE_INIT_FUNCTIONS`), transformers 5.22, checked
-against 4.57 too. Taught in lessons/04_rope_scaling_plots.ipynb. The init functions (one per scaling rule, with
-their formulas) live in `reference_impl.rope_init` and are re-exported here.
+Mirrors transformers.models.llama.modeling_llama (`LlamaRotaryEmbedding`, `rotate_half`,
+`apply_rotary_pos_emb`) and transformers.modeling_rope_utils (`dynamic_rope_update`, `ROPE_INIT_FUNCTIONS`),
+transformers 5.22, checked against 4.57 too. Taught in lessons/04_rope_scaling_plots.ipynb. The init functions
+(one per scaling rule, with their formulas) live in `reference_impl.rope_init` and are re-exported here.
 
 RoPE (Su et al. 2021, arXiv:2104.09864) turns each pair of a query or key at position m by the angle m·θ_i,
 θ_i = b^(-2i/d). A rotation R_m keeps norms, and <R_m q, R_n k> = <q, R_(n−m) k> depends only on n − m: the
-attention score sees relative positions. transformers pairs dimension i with i + d/2 ("rotate half", the GPT-NeoX
-layout), not 2i with 2i + 1 (the interleaved GPT-J / original Meta layout):
+attention score sees relative positions. transformers pairs dimension i with i + d/2 ("rotate half", the
+GPT-NeoX layout), not 2i with 2i + 1 (the interleaved GPT-J / original Meta layout):
 
     q_rot = q · cos(mθ) + rotate_half(q) · sin(mθ),   rotate_half([x1, x2]) = [−x2, x1]
 
@@ -67,7 +67,8 @@ class RopeState:
         max_seq_len_cached: the length the live `inv_freq` was computed for (dynamic NTK); starts at L_max.
         original_max_position_embeddings: L0; LongRoPE uses its long factors above it.
         attention_scaling: the factor cos and sin are multiplied by (scores by its square).
-        last_update: what the last call did: "init", "keep", "grow", "reset" (dynamic), "short" or "long" (longrope).
+        last_update: what the last call did: "init", "keep", "grow", "reset" (dynamic), "short" or "long"
+            (longrope).
     """
 
     rope_type: str
@@ -136,8 +137,8 @@ def dynamic_rope_update(rope_forward: F) -> F:
     Before each call, with seq_len = max(position_ids) + 1:
       - "dynamic" types: if seq_len > max_seq_len_cached, recompute `inv_freq` for seq_len (grow); else if
         seq_len < L_max while the cache is larger, restore the original `inv_freq` (reset); otherwise keep.
-        So growth is monotone until the input drops *below* L_max. Keys already in a KV cache keep the base they
-        were rotated with (transformers issue #25104), exactly as in transformers.
+        So growth is monotone until the input drops *below* L_max. Keys already in a KV cache keep the base
+        they were rotated with (transformers issue #25104), exactly as in transformers.
       - "longrope": `long_inv_freq` if seq_len > L0, else the short `original_inv_freq`.
       - any other type: nothing.
 
@@ -168,7 +169,8 @@ def dynamic_rope_update(rope_forward: F) -> F:
 
 
 class RotaryEmbedding(nn.Module):
-    r"""cos and sin of m·θ_i for every position, computed from any supported config; `LlamaRotaryEmbedding`'s twin.
+    r"""cos and sin of m·θ_i for every position, computed from any supported config; `LlamaRotaryEmbedding`'s
+    twin.
 
     forward(x, position_ids) -> (cos, sin):
         freqs = position_ids ⊗ inv_freq        (B, T) x (d/2,) -> (B, T, d/2), float32
@@ -176,14 +178,16 @@ class RotaryEmbedding(nn.Module):
         cos, sin = cos(emb)·a, sin(emb)·a       a = attention_scaling, cast to x.dtype
 
     Args:
-        config: a transformers config (5.x `rope_parameters` or 4.x `rope_scaling` + `rope_theta`) or a plain dict
-            with config.json's keys (see `reference_impl.rope_init.read_rope_config`).
+        config: a transformers config (5.x `rope_parameters` or 4.x `rope_scaling` + `rope_theta`) or a plain
+            dict with config.json's keys (see `reference_impl.rope_init.read_rope_config`).
         device: where to build the frequencies.
-        layer_type: which entry of a per-layer-type `rope_parameters` to use (transformers passes it per call).
+        layer_type: which entry of a per-layer-type `rope_parameters` to use (transformers passes it per
+            call).
     """
 
     inv_freq: torch.Tensor
     original_inv_freq: torch.Tensor
+    long_inv_freq: torch.Tensor  # LongRoPE only
 
     def __init__(
         self, config: Any, device: torch.device | str | None = None, layer_type: str | None = None
@@ -227,7 +231,8 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x (any shape; only its dtype and device are used), position_ids (B, T). Returns cos, sin (B, T, d)."""
+        """Args: x (any shape; only its dtype and device are used), position_ids (B, T). Returns cos, sin (B,
+        T, d)."""
         freqs = position_ids[..., None].float() * self.inv_freq.to(
             device=x.device, dtype=torch.float
         )  # (B, T, d/2)
@@ -244,8 +249,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """[x1, x2] -> [−x2, x1] over the last dim, split in halves: pair i is (x[i], x[i + d/2]).
 
     Correct (transformers' layout):  rotate_half([1, 2, 3, 4]) = [−3, −4, 1, 2]
-    Incorrect (interleaved, GPT-J):  [−2, 1, −4, 3] pairs (x[0], x[1]), (x[2], x[3]); it needs checkpoints whose
-    q/k projection rows were permuted for it, so mixing the two layouts silently changes every attention score.
+    Incorrect (interleaved, GPT-J):  [−2, 1, −4, 3] pairs (x[0], x[1]), (x[2], x[3]); it needs checkpoints
+    whose q/k projection rows were permuted for it, so mixing the two layouts silently changes every attention
+    score.
     """
     x1 = x[..., : x.shape[-1] // 2]
     x2 = x[..., x.shape[-1] // 2 :]

@@ -1,34 +1,40 @@
 r"""RoPE's inverse frequencies and how every long-context scaling rule stretches them.
 
-Mirrors the init functions of transformers.modeling_rope_utils (`ROPE_INIT_FUNCTIONS`, transformers 5.22, checked
-against 4.57 too) plus the models' `compute_default_rope_parameters`. Taught in lessons/04_rope_scaling_plots.ipynb.
-`reference_impl.rope` re-exports everything a reader needs (`from reference_impl.rope import ROPE_INIT_FUNCTIONS`).
+Mirrors the init functions of transformers.modeling_rope_utils (`ROPE_INIT_FUNCTIONS`, transformers 5.22,
+checked against 4.57 too) plus the models' `compute_default_rope_parameters`. Taught in
+lessons/04_rope_scaling_plots.ipynb. `reference_impl.rope` re-exports everything a reader needs (`from
+reference_impl.rope import ROPE_INIT_FUNCTIONS`).
 
-Notation: b base (`rope_theta`), d rotary dim, i = 0 .. d/2 - 1 the index of a rotated pair, s the scaling factor,
+Notation: b base (`rope_theta`), d rotary dim, i = 0 .. d/2 - 1 the index of a rotated pair, s the scaling
+    factor,
 L0 the original (pre-training) context, L the current sequence length.
 
-    default     θ_i = b^(-2i/d)                                       (Su et al. 2021, RoFormer, arXiv:2104.09864)
-    linear      θ_i / s                                    (Chen et al. 2023, Position Interpolation, 2306.15595)
-    dynamic     b' = b · (s·L/L_max − (s − 1))^(d/(d−2)),  θ_i = b'^(-2i/d)        (bloc97 / emozilla NTK, 2023)
-    yarn        θ_i/s · (1 − w_i) + θ_i · w_i, w_i a ramp over pairs; cos/sin × (0.1 ln s + 1) (Peng et al. 2309.00071)
-    longrope    θ_i / λ_i, λ = long_factor if L > L0 else short_factor; × sqrt(1 + ln s / ln L0)  (Ding 2402.13753)
-    llama3      keep θ_i if 2π/θ_i < L0/high_freq_factor, θ_i/s if > L0/low_freq_factor, blend in between (Llama 3.1)
+    default     θ_i = b^(-2i/d)                                   (Su et al. 2021, RoFormer, arXiv:2104.09864)
+    linear      θ_i / s                             (Chen et al. 2023, Position Interpolation, 2306.15595)
+    dynamic     b' = b · (s·L/L_max − (s − 1))^(d/(d−2)),  θ_i = b'^(-2i/d)   (bloc97 / emozilla NTK, 2023)
+    yarn        θ_i/s · (1 − w_i) + θ_i · w_i, w_i a ramp over pairs; cos/sin × (0.1 ln s + 1)
+                                                                              (Peng et al. 2309.00071)
+    longrope    θ_i / λ_i, λ = long_factor if L > L0 else short_factor; × sqrt(1 + ln s / ln L0)
+                                                                              (Ding 2402.13753)
+    llama3      keep θ_i if 2π/θ_i < L0/high_freq_factor, θ_i/s if > L0/low_freq_factor, blend in between
+                                                                              (Llama 3.1)
 
-Every function has the signature `(config, device=None, seq_len=None, layer_type=None) -> (inv_freq, attention_factor)`
-with `inv_freq` a float32 tensor of shape (d/2,). The arithmetic follows transformers' op order, so the results are
-bitwise equal to theirs.
+Every function has the signature `(config, device=None, seq_len=None, layer_type=None) -> (inv_freq,
+attention_factor)` with `inv_freq` a float32 tensor of shape (d/2,). The arithmetic follows transformers' op
+order, so the results are bitwise equal to theirs.
 
 # NOTE [ Reading a config: v5 `rope_parameters`, v4 `rope_scaling`, plain dicts ]
 # `read_rope_config` is the one place a config is read. It accepts
-#   - a transformers 5.x config: `config.rope_parameters = {"rope_type", "rope_theta", "factor", ...}`, possibly
-#     nested per layer type (`{"full_attention": {...}, "sliding_attention": {...}}`, pick one with `layer_type`);
-#   - a transformers 4.x config: `config.rope_scaling = {"rope_type" | "type", "factor", ...}` (None when unscaled)
-#     with `config.rope_theta` and `config.partial_rotary_factor` at top level;
+#   - a transformers 5.x config: `config.rope_parameters = {"rope_type", "rope_theta", "factor", ...}`,
+#     possibly nested per layer type (`{"full_attention": {...}, "sliding_attention": {...}}`, pick one with
+#     `layer_type`);
+#   - a transformers 4.x config: `config.rope_scaling = {"rope_type" | "type", "factor", ...}` (None when
+#     unscaled) with `config.rope_theta` and `config.partial_rotary_factor` at top level;
 #   - a plain dict with the same keys as config.json (`{"head_dim": 128, "max_position_embeddings": 4096,
 #     "rope_parameters": {...}}`).
-# It never mutates the config (transformers' `standardize_rope_params` does). `original_max_position_embeddings`
-# is looked up as transformers 5 standardises it: a top-level attribute first (Phi-3 keeps it there), then the rope
-# dict, then `max_position_embeddings`.
+# It never mutates the config (transformers' `standardize_rope_params` does).
+# `original_max_position_embeddings` is looked up as transformers 5 standardises it: a top-level attribute
+# first (Phi-3 keeps it there), then the rope dict, then `max_position_embeddings`.
 
 # NOTE [ Where we raise and transformers only warns ]
 # transformers' `validate_rope` logs a warning for a factor below 1 and for LongRoPE lists of the wrong length, then
@@ -177,7 +183,8 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in ROPE_INIT_FUNCTIONS:
         raise KeyError(
-            f"{source}['rope_type']={rope_type!r} is not a known rope type; known: {sorted(ROPE_INIT_FUNCTIONS)}"
+            f"{source}['rope_type']={rope_type!r} is not a known rope type; known: "
+            f"{sorted(ROPE_INIT_FUNCTIONS)}"
         )
     base = _first_present(_agreeing(config, params, source, "rope_theta"), DEFAULT_ROPE_THETA)
     if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
@@ -196,8 +203,8 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
         hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
         if not (hidden and heads):
             raise KeyError(
-                f"config has no 'head_dim' and no 'hidden_size'/'num_attention_heads' (got {hidden=}, {heads=}); "
-                "expected one of the two to size the rotary embedding"
+                f"config has no 'head_dim' and no 'hidden_size'/'num_attention_heads' (got {hidden=}, "
+                f"{heads=}); expected one of the two to size the rotary embedding"
             )
         head_dim = hidden // heads
     if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
@@ -228,13 +235,15 @@ def _validate(rc: RopeConfig) -> None:
     for name in REQUIRED_KEYS.get(rc.rope_type, ()):
         if name not in rc.params:
             raise KeyError(
-                f"{rc.key(name)} is missing; rope_type={rc.rope_type!r} requires {list(REQUIRED_KEYS[rc.rope_type])}"
+                f"{rc.key(name)} is missing; rope_type={rc.rope_type!r} requires "
+                f"{list(REQUIRED_KEYS[rc.rope_type])}"
             )
     factor = rc.params.get("factor")
     if factor is not None and factor < 1:
         raise ValueError(
-            f"{rc.key('factor')}={factor} is below 1; expected factor >= 1, the ratio of the new context to the "
-            f"original one (e.g. 8 to stretch 8k positions to 64k, not 1/8). transformers only warns here."
+            f"{rc.key('factor')}={factor} is below 1; expected factor >= 1, the ratio of the new context to "
+            "the original one (e.g. 8 to stretch 8k positions to 64k, not 1/8). transformers only warns "
+            "here."
         )
     if rc.rope_type == "llama3":
         low, high = rc.params["low_freq_factor"], rc.params["high_freq_factor"]
@@ -257,13 +266,14 @@ def _validate(rc: RopeConfig) -> None:
             n = len(rc.params[name])
             if n != rc.dim // 2:
                 raise ValueError(
-                    f"{rc.key(name)} has length {n}; expected dim // 2 = {rc.dim // 2}, one factor per rotated pair "
-                    f"(dim = {rc.dim})"
+                    f"{rc.key(name)} has length {n}; expected dim // 2 = {rc.dim // 2}, one factor per "
+                    f"rotated pair (dim = {rc.dim})"
                 )
 
 
 def _pair_exponents(d: int, device: torch.device | str | None) -> torch.Tensor:
-    """2i/d for i = 0 .. d/2 - 1, as transformers computes it: an int64 arange cast to float32, then divided."""
+    """2i/d for i = 0 .. d/2 - 1, as transformers computes it: an int64 arange cast to float32, then
+    divided."""
     return torch.arange(0, d, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / d  # (d/2,)
 
 
@@ -275,8 +285,9 @@ def _compute_default_rope_parameters(
 ) -> tuple[torch.Tensor, float]:
     r"""Plain RoPE (RoFormer): θ_i = 1 / b^(2i/d); attention factor 1.
 
-    In transformers 5.x this lives on each model (`LlamaRotaryEmbedding.compute_default_rope_parameters`, which
-    ignores `partial_rotary_factor`; Phi-3's and 4.x's honour it, as we do); 4.x had it in the table as "default".
+    In transformers 5.x this lives on each model (`LlamaRotaryEmbedding.compute_default_rope_parameters`,
+    which ignores `partial_rotary_factor`; Phi-3's and 4.x's honour it, as we do); 4.x had it in the table as
+    "default".
     """
     rc = read_rope_config(config, layer_type)
     inv_freq = 1.0 / (rc.base ** _pair_exponents(rc.dim, device))  # (d/2,)
@@ -291,8 +302,8 @@ def _compute_linear_scaling_rope_parameters(
 ) -> tuple[torch.Tensor, float]:
     r"""Linear scaling, Position Interpolation (Chen et al. 2023; kaiokendev): θ_i' = θ_i / s.
 
-    Position m then turns by m·θ_i/s, exactly as if it were position m/s: the s·L0 new positions are squeezed into
-    the L0 the model was trained on. Dividing the frequencies, not multiplying, is the whole trick.
+    Position m then turns by m·θ_i/s, exactly as if it were position m/s: the s·L0 new positions are squeezed
+    into the L0 the model was trained on. Dividing the frequencies, not multiplying, is the whole trick.
     """
     rc = read_rope_config(config, layer_type)
     inv_freq, attention_factor = _compute_default_rope_parameters(config, device, seq_len, layer_type)
@@ -308,15 +319,15 @@ def _compute_dynamic_ntk_parameters(
 ) -> tuple[torch.Tensor, float]:
     r"""Dynamic NTK (bloc97, emozilla 2023): b' = b · (s·L/L_max − (s − 1))^(d/(d−2)); θ_i = b'^(-2i/d).
 
-    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and beyond
-    it the base grows with the length: the lowest frequency is stretched by about s·L/L_max while the highest stays
-    put. A tensor `seq_len` (what `dynamic_rope_update` passes) is kept a tensor, as transformers does, so the base
-    is computed in float32 there and in float64 for a Python int.
+    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and
+    beyond it the base grows with the length: the lowest frequency is stretched by about s·L/L_max while the
+    highest stays put. A tensor `seq_len` (what `dynamic_rope_update` passes) is kept a tensor, as
+    transformers does, so the base is computed in float32 there and in float64 for a Python int.
     """
     rc = read_rope_config(config, layer_type)
     b, d, s, L_max = rc.base, rc.dim, rc.params["factor"], rc.max_position_embeddings
     if seq_len is None:
-        L = L_max
+        L: int | torch.Tensor = L_max
     elif isinstance(seq_len, torch.Tensor):
         L = torch.maximum(seq_len, torch.tensor(L_max, dtype=seq_len.dtype, device=seq_len.device))
     else:
@@ -341,10 +352,11 @@ def _yarn_betas(rc: RopeConfig) -> tuple[float, float]:
 def yarn_correction_range(rc: RopeConfig) -> tuple[float, float]:
     r"""The pair indices where YaRN's ramp starts and ends: `(low, high)`.
 
-    The pair that turns r times over L0 positions has index i(r) = d · ln(L0 / (2π r)) / (2 ln b). Pairs turning
-    more than β_fast = 32 times are kept (extrapolated), fewer than β_slow = 1 time are interpolated. `low` is
-    floored and `high` ceiled unless `truncate=False`, and both are clamped to [0, d − 1] — dimension units,
-    while the ramp runs over d/2 pairs: a quirk inherited from the YaRN reference code, kept for equality.
+    The pair that turns r times over L0 positions has index i(r) = d · ln(L0 / (2π r)) / (2 ln b). Pairs
+    turning more than β_fast = 32 times are kept (extrapolated), fewer than β_slow = 1 time are interpolated.
+    `low` is floored and `high` ceiled unless `truncate=False`, and both are clamped to [0, d − 1] — dimension
+    units, while the ramp runs over d/2 pairs: a quirk inherited from the YaRN reference code, kept for
+    equality.
     """
     b, d, L0 = rc.base, rc.dim, rc.original_max_position_embeddings
     beta_fast, beta_slow = _yarn_betas(rc)
@@ -359,7 +371,8 @@ def yarn_correction_range(rc: RopeConfig) -> tuple[float, float]:
 
 
 def yarn_ramp(low: float, high: float, n_pairs: int) -> torch.Tensor:
-    """clamp((i − low) / (high − low), 0, 1) for i = 0 .. n_pairs − 1: 0 keeps θ_i, 1 divides it by s. (n_pairs,)"""
+    """clamp((i − low) / (high − low), 0, 1) for i = 0 .. n_pairs − 1: 0 keeps θ_i, 1 divides it by s.
+    (n_pairs,)"""
     if low == high:
         high += 0.001  # avoid dividing by zero, as transformers does
     return torch.clamp((torch.arange(n_pairs, dtype=torch.float32) - low) / (high - low), 0, 1)
@@ -374,8 +387,8 @@ def _compute_yarn_parameters(
     r"""YaRN, "NTK-by-parts" plus a temperature (Peng et al. 2023, arXiv:2309.00071).
 
         θ_i' = θ_i / s · (1 − w_i) + θ_i · w_i,  w_i = 1 − ramp_i  (see `yarn_correction_range`, `yarn_ramp`)
-        attention_factor = `attention_factor` if given, else mscale(s, mscale) / mscale(s, mscale_all_dim) when
-        both are set (DeepSeek), else 0.1 · ln s + 1.
+        attention_factor = `attention_factor` if given, else mscale(s, mscale) / mscale(s, mscale_all_dim)
+        when both are set (DeepSeek), else 0.1 · ln s + 1.
 
     Fast pairs (many turns within L0) keep their frequency, slow pairs are interpolated like linear scaling, a
     linear ramp joins them. `factor=None` means L_max / L0 (DeepSeek-V3's configs).
@@ -433,7 +446,8 @@ def _compute_longrope_parameters(
 
 
 def llama3_wavelength_bands(rc: RopeConfig) -> tuple[float, float]:
-    """Llama 3's two wavelength thresholds `(L0 / high_freq_factor, L0 / low_freq_factor)` (2048, 8192 for 3.1)."""
+    """Llama 3's two wavelength thresholds `(L0 / high_freq_factor, L0 / low_freq_factor)` (2048, 8192 for
+    3.1)."""
     L0 = rc.original_max_position_embeddings
     return L0 / rc.params["high_freq_factor"], L0 / rc.params["low_freq_factor"]
 
@@ -448,10 +462,11 @@ def _compute_llama3_parameters(
 
         λ_i < L0 / high_freq_factor   →  θ_i            (fast pairs: many turns within L0, keep)
         λ_i > L0 / low_freq_factor    →  θ_i / s        (slow pairs: interpolate, as linear scaling)
-        otherwise                     →  (1 − γ_i) · θ_i / s + γ_i · θ_i,  γ_i = (L0 / λ_i − low) / (high − low)
+        otherwise                     →  (1 − γ_i) · θ_i / s + γ_i · θ_i,
+                                         γ_i = (L0 / λ_i − low) / (high − low)
 
-    With Llama 3.1's numbers (b = 500000, d = 128, s = 8, low = 1, high = 4, L0 = 8192): 29 pairs kept, 6 blended,
-    29 divided by 8. Attention factor 1.
+    With Llama 3.1's numbers (b = 500000, d = 128, s = 8, low = 1, high = 4, L0 = 8192): 29 pairs kept, 6
+    blended, 29 divided by 8. Attention factor 1.
     """
     rc = read_rope_config(config, layer_type)
     inv_freq, attention_factor = _compute_default_rope_parameters(config, device, seq_len, layer_type)
@@ -468,7 +483,8 @@ def _compute_llama3_parameters(
     return inv_freq_llama, attention_factor
 
 
-#: rope type -> init function `(config, device=None, seq_len=None, layer_type=None) -> (inv_freq, attention_factor)`.
+#: rope type -> init function `(config, device=None, seq_len=None, layer_type=None) -> (inv_freq,
+#: attention_factor)`.
 #: Unlike transformers 5.x, "default" stays in the table (5.x moved it onto each model).
 ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[torch.Tensor, float]]] = {
     "default": _compute_default_rope_parameters,

@@ -1,9 +1,11 @@
 """Train the tiny GPT-2 of lesson 05 on the offset-pair task and write the checkpoint the package ships.
 
-    python scripts/train_tiny_pruning_model.py            # writes reference_impl/workbook/data/pruning_tiny_gpt2.{pt,json}
+    python scripts/train_tiny_pruning_model.py
+    # writes reference_impl/workbook/data/pruning_tiny_gpt2.{pt,json}
 
-The task and the model are defined in reference_impl/workbook/pruning_experiment.py; this script only trains, checks the
-accuracy, and records how the weights were made. One CPU thread, seeded: about 10-30 s depending on the load.
+The task and the model are defined in reference_impl/workbook/pruning_experiment.py; this script only trains,
+checks the accuracy, and records how the weights were made. One CPU thread, seeded: about 10-30 s depending on
+the load.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ def main() -> None:
         raise SystemExit(f"accuracy {accuracy:.3f} < 0.99 after {args.steps} steps: not writing a checkpoint")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Plain tensors (clone breaks the wte/lm_head tie in the file; loading re-ties them): a small, portable .pt.
+    # Plain tensors (clone breaks the wte/lm_head tie in the file; loading re-ties them): a small, portable
+    # .pt.
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, args.out.with_suffix(".pt"))
     record = {
         "made_by": "python scripts/train_tiny_pruning_model.py"
         + (f" --steps {args.steps}" if args.steps != 300 else ""),
-        "task": "offset pair: y_t = 8 * x[t-1] + x[t-3], digits 0..7, T = 12 (reference_impl/workbook/pruning_experiment.py)",
+        "task": "offset pair: y_t = 8 * x[t-1] + x[t-3], digits 0..7, T = 12 "
+        "(reference_impl/workbook/pruning_experiment.py)",
         "steps": args.steps,
         "batch_size": 64,
         "seed": args.seed,

@@ -1,4 +1,5 @@
-"""eager_attention_forward, the output-layout check, the entropy recorder, and a tiny Llama run through transformers
+"""eager_attention_forward, the output-layout check, the entropy recorder, and a tiny Llama run through
+transformers
 with our function registered by name (plus the three traps, reproduced)."""
 
 from __future__ import annotations
@@ -211,17 +212,11 @@ def test_entropy_recorder_records_zero_for_one_key_and_log_n_for_uniform_rows() 
 # ---- oracle: the real library ----
 @pytest.fixture(scope="module")
 def llama() -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    from reference_impl.workbook.tiny import tiny_llama_config
+
+    config = tiny_llama_config(max_position_embeddings=64)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,9 @@
-"""Tests for reference_impl.checkpointing: same numbers with and without checkpointing, the traps, the bytes kept.
+"""Tests for reference_impl.checkpointing: same numbers with and without checkpointing, the traps, the bytes
+kept.
 
-PyTorch's own recipe (test_checkpoint.py): loss, input gradient and every parameter gradient are bitwise equal with
-and without checkpointing. The bytes autograd keeps are counted exactly with `reference_impl.workbook.measure.PeakMemory`.
+PyTorch's own recipe (test_checkpoint.py): loss, input gradient and every parameter gradient are bitwise equal
+with and without checkpointing. The bytes autograd keeps are counted exactly with
+`reference_impl.workbook.measure.PeakMemory`.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def loss_and_grads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, lis
 
 
 def kept_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of activations alive after the forward (what is kept for backward), the input counted, the output not."""
+    """Bytes of activations alive after the forward (what is kept for backward), the input counted, the output
+    not."""
     x = x.detach().clone().requires_grad_(True)
     with PeakMemory(baseline=[x]) as mem:
         out = model(x)
@@ -71,7 +74,8 @@ def kept_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return kept
 
 
-# ---------------------------------------------------------------------------------------------------- equivalence
+# ----------------------------------------------------------------------------------------------------
+# equivalence
 
 
 @pytest.mark.parametrize(("policy", "kwargs", "k"), MODES, ids=MODE_IDS)
@@ -105,7 +109,8 @@ def test_disable_turns_every_flag_off() -> None:
     assert not any(layer.gradient_checkpointing for layer in model)
 
 
-# ---------------------------------------------------------------------------------------------------- bytes kept
+# ---------------------------------------------------------------------------------------------------- bytes
+# kept
 
 
 def predicted_kept_units(policy: str, num_layers: int, k: int = 1, segment: int | None = None) -> int:
@@ -164,7 +169,8 @@ def test_sqrt_policy_keeps_one_unit_per_segment(num_layers: int, segment: int) -
 
 
 def test_peak_follows_chens_curve_n_over_s_plus_a_s() -> None:
-    """Peak over forward + backward = (ceil(L/s) + 3 s) units kept or recomputed, + 2 units of gradients in flight,
+    """Peak over forward + backward = (ceil(L/s) + 3 s) units kept or recomputed, + 2 units of gradients in
+    flight,
     + the weight gradients of the segment being processed (s * C*C*4 bytes): Chen's n/k + k with a = 3."""
     num_layers, batch, hidden = 16, 64, 4
     unit, weight_grad = batch * hidden * 4, hidden * hidden * 4
@@ -179,7 +185,8 @@ def test_peak_follows_chens_curve_n_over_s_plus_a_s() -> None:
         assert predicted <= mem.peak_bytes <= predicted + s * weight_grad + 8, (s, mem.peak_bytes - predicted)
 
 
-# ---------------------------------------------------------------------------------------------------- the traps
+# ---------------------------------------------------------------------------------------------------- the
+# traps
 
 
 class KeywordBlock(GradientCheckpointingLayer):
@@ -205,7 +212,8 @@ def test_reentrant_with_the_hidden_states_by_keyword_gives_no_gradient() -> None
 
 
 class KeywordModel(nn.Module):
-    """Three checkpointed layers called with the hidden states by keyword, then a plain head (like an LM head)."""
+    """Three checkpointed layers called with the hidden states by keyword, then a plain head (like an LM
+    head)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -305,6 +313,26 @@ def test_cache_is_turned_off_under_checkpointing_with_a_single_warning() -> None
     assert "CachingBlock" in CACHE_WARNINGS_GIVEN
 
 
+def test_the_cache_warning_is_given_again_after_each_enable() -> None:
+    # Documented: once per layer class per `set_gradient_checkpointing(..., enable=True)`, so a re-run
+    # notebook shows it again (transformers' warning_once is once per process).
+    layer = CachingBlock().train()
+    x, cache = torch.randn(B, C, requires_grad=True), ["a cache"]
+    per_enable = []
+    for _ in range(3):
+        set_gradient_checkpointing(layer, True)
+        assert "CachingBlock" not in CACHE_WARNINGS_GIVEN
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer(x, past_key_values=cache, use_cache=True)
+            layer(x, past_key_values=cache, use_cache=True)
+        per_enable.append([str(w.message) for w in caught if "Caching is incompatible" in str(w.message)])
+    assert [len(messages) for messages in per_enable] == [1, 1, 1], per_enable
+    # Disabling does not reset the record: only an enable does.
+    set_gradient_checkpointing(layer, False)
+    assert "CachingBlock" in CACHE_WARNINGS_GIVEN
+
+
 def test_a_cache_reading_layer_may_keep_its_cache() -> None:
     class ReadsCache(CachingBlock):
         _can_checkpoint_with_cache = True
@@ -386,7 +414,8 @@ def test_sqrt_segments_refuse_a_model_that_is_not_a_plain_chain() -> None:
         model(torch.randn(B, C))
 
 
-# ---------------------------------------------------------------------------------------------------- bad input
+# ---------------------------------------------------------------------------------------------------- bad
+# input
 
 
 def test_default_is_non_reentrant_even_when_other_kwargs_are_given() -> None:
@@ -636,37 +665,20 @@ def test_both_names_of_the_entry_points_do_what_set_gradient_checkpointing_does(
 transformers = pytest.importorskip("transformers")
 from packaging.version import Version  # noqa: E402
 
+from reference_impl.workbook.tiny import tiny_gpt2_config, tiny_llama_config  # noqa: E402
+
 TF_VERSION = Version(transformers.__version__)
 
 
 def tiny_model(family: str, dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
     if family == "gpt2":
-        config = transformers.GPT2Config(
-            n_layer=4,
-            n_embd=32,
-            n_head=4,
-            vocab_size=64,
-            n_positions=32,
-            bos_token_id=0,
-            eos_token_id=0,
-            resid_pdrop=dropout,
-            embd_pdrop=dropout,
-            attn_pdrop=dropout,
+        config = tiny_gpt2_config(
+            n_layer=4, n_positions=32, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout
         )
         return transformers.GPT2LMHeadModel(config).train()
-    config = transformers.LlamaConfig(
-        num_hidden_layers=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-        max_position_embeddings=32,
-        attention_dropout=dropout,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+    config = tiny_llama_config(
+        num_hidden_layers=4, attention_dropout=dropout, bos_token_id=0, eos_token_id=0, pad_token_id=0
     )
     return transformers.LlamaForCausalLM(config).train()
 
@@ -782,8 +794,8 @@ def test_version_guard_default_use_reentrant() -> None:
     default = model.model.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"]
     expected = TF_VERSION.major < 5
     assert default is expected, (
-        f"transformers {TF_VERSION} defaults to use_reentrant={default}; 4.x used True and 5.0 (PR #43203) False. "
-        "Update the lesson's section on the default, and reference_impl/checkpointing.py's NOTE."
+        f"transformers {TF_VERSION} defaults to use_reentrant={default}; 4.x used True and 5.0 (PR #43203) "
+        "False. Update the lesson's section on the default, and reference_impl/checkpointing.py's NOTE."
     )
 
 

@@ -1,4 +1,5 @@
-"""Tests for reference_impl.chunking: equivalence with transformers, chunked == unchunked, errors, the probe."""
+"""Tests for reference_impl.chunking: equivalence with transformers, chunked == unchunked, errors, the
+probe."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from packaging.version import Version
 from torch.utils.checkpoint import checkpoint
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 from transformers.models.bert import modeling_bert
 from transformers.pytorch_utils import apply_chunking_to_forward as hf_apply_chunking_to_forward
 
 from reference_impl.chunking import apply_chunking_to_forward, probe_chunking_safety
 from reference_impl.workbook.measure import PeakMemory, SavedTensors, tensor_bytes
+from reference_impl.workbook.tiny import tiny_bert_config
 
 TRANSFORMERS = Version(transformers.__version__)
 
@@ -33,15 +35,7 @@ def make_ffn(c: int = 8, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
 
 
 def tiny_bert(**overrides: int) -> BertModel:
-    sizes = {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
-        "max_position_embeddings": 32,
-    }
-    return BertModel(BertConfig(**{**sizes, **overrides})).eval()
+    return BertModel(tiny_bert_config(**overrides)).eval()
 
 
 class Spy:
@@ -55,7 +49,7 @@ class Spy:
         return x * 2
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Golden cases: what gets called, with what
 
 
@@ -89,7 +83,7 @@ def test_inputs_are_unchanged_after_the_call() -> None:
     assert torch.equal(a, a0) and torch.equal(b, b0)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Equivalence with transformers (bitwise: same ops, same order)
 
 
@@ -139,7 +133,8 @@ def test_tiny_bert_chunked_feed_forward_gives_the_unchunked_hidden_states() -> N
         expected = model(ids).last_hidden_state
         theirs = chunked(ids).last_hidden_state
         with pytest.MonkeyPatch.context() as mp:
-            # BertLayer calls the name imported into modeling_bert; swapping it runs ours inside the real model.
+            # BertLayer calls the name imported into modeling_bert; swapping it runs ours inside the real
+            # model.
             mp.setattr(modeling_bert, "apply_chunking_to_forward", apply_chunking_to_forward)
             ours = chunked(ids).last_hidden_state
     torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
@@ -172,14 +167,14 @@ def test_version_guard_transformers_treats_a_negative_chunk_size_as_no_chunking(
     spy = Spy()
     hf_apply_chunking_to_forward(spy.forward, -2, 1, torch.randn(1, 4, 2))
     assert spy.shapes == [(1, 4, 2)], (
-        f"transformers {transformers.__version__} changed how apply_chunking_to_forward treats chunk_size < 0; "
-        "update the NOTE in reference_impl/chunking.py and this test"
+        f"transformers {transformers.__version__} changed how apply_chunking_to_forward treats chunk_size < "
+        "0; update the NOTE in reference_impl/chunking.py and this test"
     )
     with pytest.raises(ValueError, match=r"chunk_size=-2 is negative"):
         apply_chunking_to_forward(spy.forward, -2, 1, torch.randn(1, 4, 2))
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Properties: chunked == unchunked for every divisor, whatever transformers says
 
 
@@ -240,7 +235,7 @@ def test_gradients_of_chunked_equal_unchunked() -> None:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Functions that mix positions along the chunked dimension
 
 
@@ -293,7 +288,7 @@ def test_the_probe_leaves_the_callers_random_state_alone() -> None:
     assert torch.equal(torch.get_rng_state(), state)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Memory: lower at inference, unchanged for backward unless combined with checkpointing
 
 
@@ -302,7 +297,8 @@ def bert_ffn(c: int = 16) -> torch.nn.Module:
 
 
 def test_inference_peak_matches_the_prediction_for_every_chunk_size() -> None:
-    # One unit u = B*T*C floats. Unchunked: the 4C-wide output of the first Linear and of GELU, 8u. Chunked by c:
+    # One unit u = B*T*C floats. Unchunked: the 4C-wide output of the first Linear and of GELU, 8u. Chunked by
+    # c:
     # the current chunk's 8*c/T u plus the outputs of the previous chunks (T-c)/T u, and never less than 2u
     # (the list of chunk outputs plus their concatenation).
     layer = bert_ffn(16)
@@ -349,7 +345,7 @@ def test_chunking_alone_saves_nothing_for_backward_but_with_checkpointing_the_tr
     assert both < 0.5 * min(plain, chunked, checkpointed)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Bad input: every error names the argument, its value and what was expected, in transformers' exception type
 
 

@@ -1,7 +1,8 @@
-"""Tests for reference_impl.conv1d: GPT-2's Conv1D, its conversions to and from nn.Linear, and the width-1 nn.Conv1d.
+"""Tests for reference_impl.conv1d: GPT-2's Conv1D, its conversions to and from nn.Linear, and the width-1
+nn.Conv1d.
 
-Oracle tests compare against the installed transformers (4.57.6 and 5.22.2 both hold the same Conv1D); unit and
-Hypothesis tests hold whatever the reference says.
+Oracle tests compare against the installed transformers (4.57.6 and 5.22.2 both hold the same Conv1D); unit
+and Hypothesis tests hold whatever the reference says.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import nn
 from reference_impl.conv1d import Conv1D, conv1d_to_linear, conv1d_to_nn_conv1d, linear_to_conv1d
 from reference_impl.workbook.measure import PeakMemory
 
-# fp32 outputs of two different BLAS calls (addmm on W versus F.linear on a contiguous W.T) differ by a few ulp.
+# fp32 outputs of two different BLAS calls (addmm on W versus F.linear on a contiguous W.T) differ by a few
+# ulp.
 FP32_TOL = {"atol": 1e-5, "rtol": 1e-5}
 SHAPES = [((4,), 4, 6), ((3, 4), 4, 6), ((2, 5, 8), 8, 24), ((2, 3, 5, 16), 16, 16), ((1, 7, 32), 32, 128)]
 
@@ -48,7 +50,8 @@ def forward_backward(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, .
     return (y.detach(), x.grad, *(p.grad for p in layer.parameters()))
 
 
-# ------------------------------------------------------------------------------------------------- the layer itself
+# ------------------------------------------------------------------------------------------------- the layer
+# itself
 
 
 def test_conv1d_stores_the_weight_in_by_out_and_names_things_like_transformers() -> None:
@@ -120,7 +123,8 @@ def test_conv1d_works_on_non_contiguous_inputs_as_on_their_contiguous_copy() -> 
 
 
 def test_conv1d_copies_only_the_inputs_it_cannot_view() -> None:
-    # The NOTE in conv1d.py: reshape is a view on every input view() accepts. Count every storage forward creates.
+    # The NOTE in conv1d.py: reshape is a view on every input view() accepts. Count every storage forward
+    # creates.
     conv = Conv1D(nf=6, nx=4)
     out_bytes, in_bytes = 3 * 5 * 6 * 4, 3 * 5 * 4 * 4  # (3, 5, nf) and (3, 5, nx) in fp32
     x = torch.randn(3, 5, 4)
@@ -142,7 +146,8 @@ def test_conv1d_leaves_its_input_unchanged() -> None:
     assert torch.equal(x, before)
 
 
-# ---------------------------------------------------------------------------------------------------- conversions
+# ----------------------------------------------------------------------------------------------------
+# conversions
 
 
 @pytest.mark.parametrize(
@@ -220,7 +225,8 @@ def test_conv1d_is_a_kernel_size_1_convolution_over_the_sequence() -> None:
     torch.testing.assert_close(y, conv(x), **FP32_TOL)
 
 
-# ------------------------------------------------------------------------------------------------------ properties
+# ------------------------------------------------------------------------------------------------------
+# properties
 
 dims = st.integers(min_value=1, max_value=24)
 
@@ -269,7 +275,8 @@ def test_round_trips_through_both_conversions_are_exact(
     assert torch.equal(back.bias, linear.bias if bias else torch.zeros(nf))
 
 
-# --------------------------------------------------------------------------------------- oracle: transformers' Conv1D
+# --------------------------------------------------------------------------------------- oracle:
+# transformers' Conv1D
 
 
 @pytest.mark.oracle
@@ -335,16 +342,19 @@ def test_transformers_still_refuses_non_contiguous_inputs_where_we_do_not() -> N
         assert "view" in str(e)
     else:
         pytest.fail(
-            "transformers' Conv1D now accepts non-contiguous inputs (it used x.view); the difference documented "
-            "in reference_impl/conv1d.py (NOTE [ Non-contiguous inputs ]) and lesson 02 is gone: update both"
+            "transformers' Conv1D now accepts non-contiguous inputs (it used x.view); the difference "
+            "documented in reference_impl/conv1d.py (NOTE [ Non-contiguous inputs ]) and lesson 02 is gone: "
+            "update both"
         )
     assert torch.equal(ours(x), theirs(x.contiguous()))
 
 
 def gpt2_tiny():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
+    from reference_impl.workbook.tiny import tiny_gpt2_config
+
+    config = tiny_gpt2_config(vocab_size=97)
     torch.manual_seed(0)
     return GPT2LMHeadModel(config).eval()
 

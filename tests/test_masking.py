@@ -181,7 +181,8 @@ def test_eager_mask_is_zero_where_sdpa_mask_attends_and_dtype_min_elsewhere(
 
 
 def test_a_padding_mask_shorter_than_the_keys_masks_the_missing_ones() -> None:
-    """A static cache has more key slots than tokens seen: the slots past the 2-D mask are empty, never attended."""
+    """A static cache has more key slots than tokens seen: the slots past the 2-D mask are empty, never
+    attended."""
     mask = sdpa_mask(1, 2, 6, q_offset=2, attention_mask=torch.ones(1, 4), allow_is_causal_skip=False)
     assert mask_picture(mask[0, 0], q_offset=2) == "2 ■ ■ ■ ⬚ ⬚ ⬚\n3 ■ ■ ■ ■ ⬚ ⬚"
 
@@ -277,8 +278,9 @@ def _hf_new_signature() -> bool:
 def hf_builder(name: str, q_length: int, kv_length: int, q_offset: int, kv_offset: int, **kwargs: Any) -> Any:
     """Call transformers' builder with its version's signature (cache_position before 5.0).
 
-    transformers' builders expect a bool padding mask (create_causal_mask converts it first; a 0/1 int mask gives
-    an int result); ours convert it themselves, so the oracle gets the bool one and ours the user's 0/1 ints.
+    transformers' builders expect a bool padding mask (create_causal_mask converts it first; a 0/1 int mask
+    gives an int result); ours convert it themselves, so the oracle gets the bool one and ours the user's 0/1
+    ints.
     """
     fn = getattr(_hf(), name)
     if kwargs.get("attention_mask") is not None:
@@ -375,7 +377,8 @@ def test_we_skip_the_causal_mask_exactly_when_transformers_does(
 
     if q_off == 0 and T < S and Version(transformers.__version__) < Version("5.0"):
         pytest.skip(
-            "4.x draws the empty-cache prefill mask; see test_version_guard_empty_cache_prefill_skip_is_new_in_5"
+            "4.x draws the empty-cache prefill mask; see "
+            "test_version_guard_empty_cache_prefill_skip_is_new_in_5"
         )
     padding = padding_for(S, kv_off, padded)
     ours = sdpa_mask(2, T, S, q_offset=q_off, kv_offset=kv_off, attention_mask=padding, local_size=local_size)
@@ -406,7 +409,8 @@ def test_version_guard_builder_signature() -> None:
 
 @pytest.mark.oracle
 def test_version_guard_empty_cache_prefill_skip_is_new_in_5() -> None:
-    """5.x also skips a prefill whose only masked keys come after the queries (q_offset == 0); 4.57 draws it."""
+    """5.x also skips a prefill whose only masked keys come after the queries (q_offset == 0); 4.57 draws
+    it."""
     import transformers
 
     skipped = hf_builder("sdpa_mask", 4, 10, 0, 0, batch_size=1) is None

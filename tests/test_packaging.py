@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,64 @@ def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
         )
 
 
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the package files that import it (anywhere in them), standard library left out."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "reference_impl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "reference_impl":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+#: Imported by the package but installed by a declared dependency, never on their own.
+TRANSITIVE = {
+    "numpy": "torch and matplotlib require it",
+    "IPython": "ipywidgets and jupyterlab require it",
+    "safetensors": "read only for transformers' checkpoints; transformers requires it",
+}
+
+
+def _distribution(module: str) -> str:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions().get(module, [module])[0].lower()
+
+
+def test_every_third_party_import_of_the_package_is_declared() -> None:
+    project = _pyproject()["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    declared |= {_name(r) for extra in project["optional-dependencies"] for r in _expand_extra(extra)}
+    undeclared = {
+        module: sorted(files)
+        for module, files in _third_party_imports().items()
+        if module not in TRANSITIVE and _distribution(module) not in declared
+    }
+    assert not undeclared, f"imported by reference_impl but not declared in pyproject.toml: {undeclared}"
+
+
+def test_every_declared_dependency_is_used_by_the_package() -> None:
+    imported = {_distribution(module) for module in _third_party_imports()}
+    # Started as `python -m jupyterlab` by the launcher (reference_impl/workbook/lab.py), never imported.
+    run_not_imported = {"jupyterlab"}
+    unused = [
+        req
+        for req in _pyproject()["project"]["dependencies"]
+        if _name(req) not in imported and _name(req) not in run_not_imported
+    ]
+    assert not unused, f"declared in pyproject.toml but never used by reference_impl: {unused}"
+
+
 def test_transformers_pin_is_the_same_everywhere() -> None:
     from reference_impl.workbook.envcheck import PINNED_TRANSFORMERS
 
@@ -124,13 +184,30 @@ def test_pytest_runs_every_lesson_through_nbval_in_strict_mode() -> None:
 
 
 def test_code_is_lint_clean() -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "reference_impl", "tests", "benchmarks", "scripts"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    done = _run_tool("ruff", "check", "reference_impl", "tests", "benchmarks", "scripts")
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_code_is_formatted() -> None:
+    done = _run_tool("ruff", "format", "--check", "reference_impl", "tests", "benchmarks", "scripts")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+def test_line_length_rule_is_on() -> None:
+    ruff = _pyproject()["tool"]["ruff"]
+    assert ruff["line-length"] == 110
+    assert "E501" not in ruff["lint"]["ignore"], "E501 (line too long) must stay on"
+    assert "E" in ruff["lint"]["select"]
+
+
+def _run_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_package_type_checks() -> None:
+    # mypy reads its settings (the package, the strictness) from [tool.mypy] in pyproject.toml.
+    assert _pyproject()["tool"]["mypy"]["packages"] == ["reference_impl"]
+    done = _run_tool("mypy")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Success: no issues found" in done.stdout, done.stdout[-3000:]

@@ -1,8 +1,8 @@
 """Model-level head pruning of GPT-2 and BERT (reference_impl.pruning_heads), on transformers 4.x and 5.x.
 
-The reference that holds in both lines: a pruned model gives the outputs of the unpruned model with those heads'
-outputs set to zero (`mask_heads`, a hook on the output projection's input). On 4.x, also transformers' own
-`PreTrainedModel.prune_heads`, bitwise.
+The reference that holds in both lines: a pruned model gives the outputs of the unpruned model with those
+heads' outputs set to zero (`mask_heads`, a hook on the output projection's input). On 4.x, also transformers'
+own `PreTrainedModel.prune_heads`, bitwise.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import transformers
 from packaging.version import Version
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaModel
+from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaModel
 from transformers.modeling_utils import PreTrainedModel
 
 from reference_impl.pruning_heads import (
@@ -28,6 +28,7 @@ from reference_impl.pruning_heads import (
     reapply_pruned_heads,
 )
 from reference_impl.pruning_importance import mask_heads
+from reference_impl.workbook.tiny import tiny_bert_config, tiny_gpt2_config, tiny_llama_config
 
 TRANSFORMERS_4 = Version(transformers.__version__) < Version("5")
 needs_4 = pytest.mark.skipif(not TRANSFORMERS_4, reason="transformers 5 removed PreTrainedModel.prune_heads")
@@ -35,24 +36,14 @@ ATOL = 1e-6  # pruned vs masked: the same products, summed over fewer (zero) ter
 
 
 def tiny_gpt2(attn_implementation: str = "eager") -> GPT2LMHeadModel:
-    config = GPT2Config(
-        n_layer=3,
-        n_embd=16,
-        n_head=4,
-        vocab_size=40,
-        n_positions=16,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation=attn_implementation,
-    )
+    config = tiny_gpt2_config(n_layer=3, n_embd=16, vocab_size=40, attn_implementation=attn_implementation)
     return GPT2LMHeadModel(config).eval()
 
 
 def tiny_bert(attn_implementation: str = "eager") -> BertForMaskedLM:
-    config = BertConfig(
+    config = tiny_bert_config(
         num_hidden_layers=3,
         hidden_size=16,
-        num_attention_heads=4,
         intermediate_size=32,
         vocab_size=40,
         max_position_embeddings=16,
@@ -151,6 +142,27 @@ def test_save_and_load_round_trip_restores_pruning(kind, tokens, tmp_path: Path)
     assert head_counts(loaded) == [1, 4, 3] and pruned_heads_of(loaded)[0] == [1, 2, 3]
 
 
+class UntiedAtBuild(GPT2LMHeadModel):
+    """A GPT-2 whose constructor leaves lm_head untied: only `load_pruned_model`'s tie_weights() ties it."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        self.lm_head.weight = nn.Parameter(self.lm_head.weight.detach().clone())
+
+
+def test_load_pruned_model_ties_lm_head_to_the_loaded_embeddings(tokens, tmp_path: Path) -> None:
+    model = tiny_gpt2()
+    assert model.config.tie_word_embeddings
+    prune_heads(model, {1: [0, 2]})
+    model.save_pretrained(tmp_path)  # the tied lm_head.weight is stored once, as transformer.wte.weight
+    untied = UntiedAtBuild(model.config)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    loaded = load_pruned_model(UntiedAtBuild, tmp_path)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    torch.testing.assert_close(loaded.lm_head.weight, model.transformer.wte.weight, rtol=0, atol=0)
+    torch.testing.assert_close(_logits(loaded, tokens), _logits(model, tokens), rtol=1e-6, atol=ATOL)
+
+
 def test_reapply_pruned_heads_prunes_a_full_size_model_built_from_a_pruned_config() -> None:
     model = tiny_gpt2()
     prune_heads(model, {1: [0, 2]})
@@ -177,9 +189,9 @@ def test_version_guard_from_pretrained_reapplies_pruning_only_in_transformers_4(
 @pytest.mark.oracle
 def test_version_guard_model_level_pruning_exists_only_in_transformers_4() -> None:
     assert hasattr(PreTrainedModel, "prune_heads") == TRANSFORMERS_4, (
-        f"transformers {transformers.__version__}: PreTrainedModel.prune_heads present="
-        f"{hasattr(PreTrainedModel, 'prune_heads')}; we teach that 4.x has it and 5.x removed it (PR #41417): "
-        f"update reference_impl/pruning_heads.py and lesson 05"
+        f"transformers {transformers.__version__}: PreTrainedModel.prune_heads "
+        f"present={hasattr(PreTrainedModel, 'prune_heads')}; we teach that 4.x has it and 5.x removed it (PR "
+        "#41417): update reference_impl/pruning_heads.py and lesson 05"
     )
 
 
@@ -218,13 +230,13 @@ def test_bad_layer_or_head_is_refused_with_a_message_naming_it(heads, error, mes
 
 def test_unsupported_architecture_is_refused_naming_what_is_supported() -> None:
     llama = LlamaModel(
-        LlamaConfig(
+        tiny_llama_config(
             num_hidden_layers=1,
             hidden_size=16,
-            num_attention_heads=4,
             num_key_value_heads=4,
             intermediate_size=32,
             vocab_size=40,
+            max_position_embeddings=2048,
         )
     )
     with pytest.raises(

@@ -210,8 +210,8 @@ def test_version_guard_transformers_register_returns_none() -> None:
     finally:
         transformers.AttentionInterface._global_mapping.pop("guard_probe", None)
     assert returned is None, (
-        f"transformers {transformers.__version__} AttentionInterface.register now returns {returned!r}: it can be "
-        "used as a decorator; update reference_impl/registry.py's NOTE and lesson 06"
+        f"transformers {transformers.__version__} AttentionInterface.register now returns {returned!r}: it "
+        "can be used as a decorator; update reference_impl/registry.py's NOTE and lesson 06"
     )
 
 

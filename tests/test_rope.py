@@ -1,6 +1,7 @@
 """reference_impl.rope: init functions, the rotary module under dynamic_rope_update, and the rotation itself.
 
-Oracle tests run against the installed transformers (5.22 and 4.57: configs are built in each version's format).
+Oracle tests run against the installed transformers (5.22 and 4.57: configs are built in each version's
+format).
 """
 
 from __future__ import annotations
@@ -26,25 +27,20 @@ from reference_impl.rope import (
     rotate_half,
 )
 from reference_impl.rope_init import llama3_wavelength_bands, yarn_correction_range
+from reference_impl.workbook.tiny import rope_config_kwargs
 
 V5 = Version(transformers.__version__).major >= 5
 TINY = {"num_key_value_heads": 1, "intermediate_size": 32, "num_hidden_layers": 1, "vocab_size": 64}
 
 
 def hf_config(rope: dict, *, theta: float = 10_000.0, model: str = "llama", **kw):
-    """A real transformers config in the installed version's format: v5 rope_parameters, v4 rope_scaling + rope_theta."""
+    """A real transformers config in the installed version's format: v5 rope_parameters, v4 rope_scaling +
+    rope_theta."""
     from transformers import LlamaConfig, Phi3Config
 
     cls = {"llama": LlamaConfig, "phi3": Phi3Config}[model]
     kw = {"hidden_size": 64, "num_attention_heads": 2, **TINY, **kw}
-    if V5:
-        return cls(rope_parameters={**rope, "rope_theta": theta}, **kw)
-    scaling = None if rope.get("rope_type", "default") == "default" else dict(rope)
-    if (
-        scaling is not None and model == "phi3"
-    ):  # 4.x Phi3Config wants exactly {type, short_factor, long_factor}
-        scaling["type"] = scaling.pop("rope_type")
-    return cls(rope_scaling=scaling, rope_theta=theta, **kw)
+    return cls(**rope_config_kwargs(rope, theta, model_type=model), **kw)
 
 
 def their_init(rope_type: str, config):
@@ -456,7 +452,8 @@ def test_version_guard_config_keys():
     config = hf_config({"rope_type": "linear", "factor": 2.0}, theta=5000.0)
     if V5:
         assert config.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}, (
-            f"transformers {transformers.__version__} changed rope_parameters' layout; update read_rope_config"
+            f"transformers {transformers.__version__} changed rope_parameters' layout; update "
+            "read_rope_config"
         )
     else:
         assert not hasattr(config, "rope_parameters"), (
@@ -572,7 +569,8 @@ def test_longrope_list_of_wrong_length_fails_late_in_transformers_and_early_here
         "original_max_position_embeddings": 4096,
     }
     config = hf_config(rope, hidden_size=192, max_position_embeddings=131072)
-    # 5.x: a broadcasting RuntimeError; 4.57 trips earlier on its missing factor (TypeError); neither names the key
+    # 5.x: a broadcasting RuntimeError; 4.57 trips earlier on its missing factor (TypeError); neither names
+    # the key
     with pytest.raises((RuntimeError, TypeError)) as theirs:
         mru.ROPE_INIT_FUNCTIONS["longrope"](config, None)
     assert "short_factor" not in str(theirs.value)

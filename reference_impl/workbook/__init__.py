@@ -3,13 +3,16 @@
 `reference_impl.workbook` imports the components (`reference_impl.*`) and is never imported by them. Its
 modules:
 - `lesson`: the set-up cell, `compare`, recorded results and their provenance, plots;
-- `measure`: exact CPU peak memory (`PeakMemory`), bytes saved for backward (`SavedTensors`), GPU peaks, timings;
+- `measure`: exact CPU peak memory (`PeakMemory`), bytes saved for backward (`SavedTensors`), GPU peaks,
+  timings;
 - `models`: lesson-only layers such as `GatedBlock`;
 - `checks`: the exercises' self-checks;
 - `student`, `notebooks`, `lab`, `envcheck`: command-line tools (student copies, the executor, the JupyterLab
   launcher, the environment check), each run with `python -m reference_impl.workbook.<name>`;
 - `rope_plots`, `pruning_experiment`: figure code and the tiny trained task model of lessons 04 and 05;
-- `paths`: where the checkout's lessons/ and benchmarks/results/ are.
+- `paths`: where the checkout's lessons/ and benchmarks/results/ are;
+- `tiny`: transformers' configs at toy sizes for tests, benchmarks and lessons (`tiny_gpt2_config`, ...);
+- `progress`: tqdm bars for the loops a person waits on (only when stderr is a terminal).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
+from packaging.version import InvalidVersion, Version
+
 __all__ = [
     "REQUIREMENTS",
     "VERSION_DIFFERENCES",
@@ -85,9 +87,11 @@ class VersionDifference:
     before: str | None = None
 
     def applies_to(self, version: str) -> bool:
-        v = _version_tuple(version)
-        return (self.since is None or v >= _version_tuple(self.since)) and (
-            self.before is None or v < _version_tuple(self.before)
+        v = _version(version)
+        if v is None:
+            return False
+        return (self.since is None or v >= Version(self.since)) and (
+            self.before is None or v < Version(self.before)
         )
 
 
@@ -153,21 +157,12 @@ def differences_from_pin(version: str) -> list[VersionDifference]:
     return sorted(found, key=lambda d: d.lesson)
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """'2.13.0+cpu' -> (2, 13, 0); stops at the first part that is not a number ('5.0.0rc1' -> (5, 0))."""
-    parts = []
-    for piece in version.split("+")[0].split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if len(digits) != len(piece):
-            break
-    return tuple(parts)
+def _version(version: str) -> Version | None:
+    """PEP 440 version ('2.13.0+cpu', '5.0.0rc1' before '5.0'), or None when the package reports none."""
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
 
 
 def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Finding:
@@ -187,18 +182,20 @@ def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Findi
     ) as e:  # a broken install: a missing shared library, a wrong wheel, a crash in its __init__
         return _import_failure(req, e)
     version = str(getattr(module, "__version__", "0"))
-    if _version_tuple(version) < _version_tuple(req.minimum):
+    parsed = _version(version)
+    if parsed is None or parsed < Version(req.minimum):
         return Finding(
             req.module,
             False,
             f"{req.module} {version} is too old: {req.minimum} or newer is needed for {req.why}",
             req.install,
         )
-    if req.exact is not None and version != req.exact:
+    if req.exact is not None and parsed != Version(req.exact):
         return Finding(
             req.module,
             True,
-            f"{req.module} {version} works, but the lessons were proven against {req.exact}; some outputs may differ",
+            f"{req.module} {version} works, but the lessons were proven against {req.exact}; some outputs "
+            "may differ",
             req.install,
             warning=True,
         )
@@ -270,7 +267,8 @@ def check_environment(importer: Callable[[str], ModuleType] = importlib.import_m
 
 
 def report(findings: list[Finding]) -> str:
-    """The findings as lines a student reads: ✅ fine, ⚠️ works with a caveat, ❌ must be fixed (with the command)."""
+    """The findings as lines a student reads: ✅ fine, ⚠️ works with a caveat, ❌ must be fixed (with the
+    command)."""
     lines = []
     for f in findings:
         mark = "❌" if not f.ok else ("⚠️" if f.warning else "✅")

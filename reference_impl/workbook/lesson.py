@@ -1,7 +1,8 @@
 """The one-call set-up every lesson starts with, and the few helpers every lesson shares.
 
 Not a re-implementation of transformers: this is the workbook's own furniture. Every lesson's second cell is
-`from reference_impl.workbook.lesson import setup; setup()`. Measuring tools live in `reference_impl.workbook.measure`.
+`from reference_impl.workbook.lesson import setup; setup()`. Measuring tools live in
+`reference_impl.workbook.measure`.
 """
 
 from __future__ import annotations

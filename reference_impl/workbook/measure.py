@@ -1,11 +1,12 @@
 """Measuring tools shared by every lesson and benchmark: bytes, peaks, medians and provenance.
 
 Not a re-implementation of anything in transformers; these are the instruments the lessons measure with.
-Taught in every lesson that has a "Measure the tradeoff" section (first in lessons/01_checkpointing_tradeoffs.ipynb).
+Taught in every lesson that has a "Measure the tradeoff" section (first in
+lessons/01_checkpointing_tradeoffs.ipynb).
 
 # NOTE [ Exact memory on a CPU ]
-# A CPU has no `torch.cuda.max_memory_allocated`. Process RSS is noisy (the allocator caches, Python allocates),
-# so the lessons count tensor bytes themselves, which is exact and repeatable on any machine:
+# A CPU has no `torch.cuda.max_memory_allocated`. Process RSS is noisy (the allocator caches, Python
+# allocates), so the lessons count tensor bytes themselves, which is exact and repeatable on any machine:
 # - `SavedTensors` counts what autograd keeps for backward (via `torch.autograd.graph.saved_tensors_hooks`);
 # - `PeakMemory` follows every tensor storage created by an operator while it is active (via a
 #   `TorchDispatchMode`) and records the highest total alive at once.
@@ -29,6 +30,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+from reference_impl.workbook.progress import progress
 
 __all__ = [
     "HookCalls",
@@ -67,7 +70,8 @@ class SavedTensors:
         >>> saved.unique_bytes  # the input (2x4 fp32) for the weight grad, the ReLU output (2x4 fp32)
         64
 
-    Note: tensors that `torch.utils.checkpoint` keeps for recompute are held by its own inner hooks, so they do
+    Note: tensors that `torch.utils.checkpoint` keeps for recompute are held by its own inner hooks, so they
+        do
     not pass through these hooks; count a checkpointed region's inputs with `PeakMemory` or by hand.
     """
 
@@ -250,12 +254,18 @@ def median_seconds(fn: Callable[[], Any], *, repeats: int = 7, warmup: int = 2, 
 
 
 def side_by_side_seconds(
-    fns: dict[str, Callable[[], Any]], *, rounds: int = 7, warmup: int = 2, inner: int = 1
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int = 7,
+    warmup: int = 2,
+    inner: int = 1,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """Median seconds of several functions measured *interleaved* (A, B, C, A, B, C, ...) in one run.
 
     Interleaving puts every contender under the same machine conditions (clock, other load, caches), which is
-    what makes a ratio between them trustworthy; timing A fully and then B is not.
+    what makes a ratio between them trustworthy; timing A fully and then B is not. With `desc`, the rounds
+    show a progress bar on stderr when it is a terminal (`reference_impl.workbook.progress`).
     """
     import time
 
@@ -263,7 +273,7 @@ def side_by_side_seconds(
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(rounds) if desc is None else progress(range(rounds), desc=desc, unit="round"):
         for name, fn in fns.items():
             _sync()
             start = time.perf_counter()

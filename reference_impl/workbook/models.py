@@ -23,8 +23,8 @@ class GatedBlock(GradientCheckpointingLayer):
 
     Kept for backward without checkpointing, per layer, each the size of x (B, C): x (for the matmul's weight
     gradient), tanh's output and sigmoid's output (each needed by its own derivative and by the product's):
-    a = 3 units. The matmul's output h is not kept; a selective policy that saves matmul outputs keeps it: 2 units
-    (x and h), with the three pointwise ops recomputed.
+    a = 3 units. The matmul's output h is not kept; a selective policy that saves matmul outputs keeps it: 2
+    units (x and h), with the three pointwise ops recomputed.
     """
 
     def __init__(self, hidden_size: int) -> None:

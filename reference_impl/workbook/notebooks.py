@@ -22,6 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import nbformat
+from tqdm import tqdm
+
+from reference_impl.workbook.progress import progress
 
 __all__ = ["clean_metadata", "execute_notebook", "find_notebooks", "main", "write_atomically"]
 
@@ -137,13 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     failed = 0
-    for path in notebooks:
+    for path in progress(notebooks, desc="executing", unit="notebook"):
         try:
             execute_notebook(path, timeout=args.timeout)
-            print(f"executed {path}")
+            # tqdm.write prints above the bar (a plain print when there is none).
+            tqdm.write(f"executed {path}", file=sys.stdout)
         except RuntimeError as e:
             failed += 1
-            print(str(e), file=sys.stderr)
+            tqdm.write(str(e), file=sys.stderr)
     return 1 if failed else 0
 
 

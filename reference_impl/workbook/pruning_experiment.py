@@ -1,12 +1,13 @@
 r"""The tiny experiment of lesson 05: a 2-layer, 16-head GPT-2 trained on a task that needs only a few heads.
 
 Not a re-implementation of transformers: this is the workbook's own test bed for head pruning, used by
-lessons/05_head_pruning.ipynb, tests/workbook/test_pruning_experiment.py and scripts/train_tiny_pruning_model.py (which
-produced the checkpoint shipped in reference_impl/workbook/data/).
+lessons/05_head_pruning.ipynb, tests/workbook/test_pruning_experiment.py and
+scripts/train_tiny_pruning_model.py (which produced the checkpoint shipped in reference_impl/workbook/data/).
 
-The task ("offset pair"): a sequence of digits $x_t \in \{0..7\}$; at every position $t \ge 3$ predict the pair
-$(x_{t-1}, x_{t-3})$, encoded as one class $y_t = 8 x_{t-1} + x_{t-3}$ of 64. Reading two fixed offsets back is
-what attention heads do well, and two lookups need only a couple of heads, so a model with 16 heads has many to
+The task ("offset pair"): a sequence of digits $x_t \in \{0..7\}$; at every position $t \ge 3$ predict the
+pair $(x_{t-1}, x_{t-3})$, encoded as one class $y_t = 8 x_{t-1} + x_{t-3}$ of 64. Reading two fixed offsets
+back is what attention heads do well, and two lookups need only a couple of heads, so a model with 16 heads
+has many to
 spare: the experiment asks which ones a pruning criterion keeps.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from reference_impl.workbook.tiny import tiny_gpt2_config
 
 __all__ = [
     "CHECKPOINT",
@@ -43,7 +46,8 @@ CHECKPOINT = Path(__file__).resolve().parent / "data" / "pruning_tiny_gpt2"
 
 
 def offset_pair_batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` random sequences and their labels: `x (n, T)` digits, `y (n, T)` classes $8 x_{t-1} + x_{t-3}$ or -100."""
+    """`n` random sequences and their labels: `x (n, T)` digits, `y (n, T)` classes $8 x_{t-1} + x_{t-3}$ or
+    -100."""
     near, far = OFFSETS
     x = torch.randint(0, DIGITS, (n, SEQ_LEN), generator=generator)  # (n, T)
     y = torch.full_like(x, IGNORE)
@@ -52,23 +56,19 @@ def offset_pair_batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor,
 
 
 def tiny_task_config(**overrides: Any) -> Any:
-    """GPT2Config of the task model: 2 layers, 8 heads of size 8 each (C = 64), 64 output classes, no dropout."""
-    from transformers import GPT2Config
-
+    """GPT2Config of the task model: 2 layers, 8 heads of size 8 each (C = 64), 64 output classes, no
+    dropout."""
     settings: dict[str, Any] = {
         "n_layer": 2,
         "n_head": 8,
         "n_embd": 64,
         "n_positions": SEQ_LEN,
         "vocab_size": DIGITS * DIGITS,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
     }
-    settings.update(overrides)
-    return GPT2Config(**settings)
+    return tiny_gpt2_config(**{**settings, **overrides})
 
 
 def task_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -136,8 +136,8 @@ def predicted_parameters(total: int, p: float, C: int, n_layer: int) -> int:
 def predicted_latency_ratio(p: float, C: int, T: int) -> float:
     r"""Time after / before pruning a fraction `p` of heads, if time followed FLOPs: $1 - p \cdot F_h / F$.
 
-    Per token and layer the heads own $F_h = 2 \cdot 4C^2 + 2 \cdot 2TC$ FLOPs (projections; scores and weighted
-    values over T keys) and the MLP $2 \cdot 8C^2$; LayerNorm, softmax and embeddings are neglected.
+    Per token and layer the heads own $F_h = 2 \cdot 4C^2 + 2 \cdot 2TC$ FLOPs (projections; scores and
+    weighted values over T keys) and the MLP $2 \cdot 8C^2$; LayerNorm, softmax and embeddings are neglected.
     """
     heads = 2 * 4 * C * C + 2 * 2 * T * C
     mlp = 2 * 8 * C * C

@@ -1,9 +1,11 @@
-r"""The figures of the RoPE lesson, and its widget panel: frequencies, bands, score decay, interpolation vs extrapolation.
+r"""The figures of the RoPE lesson, and its widget panel: frequencies, bands, score decay, interpolation vs
+extrapolation.
 
 Not a re-implementation of transformers: the lesson's drawing code, kept here so it is tested
-(tests/workbook/test_rope_plots.py) and the notebook only calls it. Taught in lessons/04_rope_scaling_plots.ipynb.
-Every number plotted comes from `reference_impl.rope`'s init functions; every function that draws takes a
-matplotlib Axes (or makes a Figure) and returns it, so a test can read back the lines it drew.
+(tests/workbook/test_rope_plots.py) and the notebook only calls it. Taught in
+lessons/04_rope_scaling_plots.ipynb. Every number plotted comes from `reference_impl.rope`'s init functions;
+every function that draws takes a matplotlib Axes (or makes a Figure) and returns it, so a test can read back
+the lines it drew.
 
 Notation as in `reference_impl.rope_init`: b base, d rotary dim, i pair index, θ_i frequency, s factor, L0 the
 original context, L the current length.
@@ -56,10 +58,10 @@ def example_config(
 ) -> dict[str, Any]:
     """A plain-dict config for `rope_type`, stretching L0 positions `factor` times (what the plots compare).
 
-    dynamic keeps `max_position_embeddings = L0` (it scales at run time, past L0); yarn, longrope and llama3 get
-    `max_position_embeddings = factor · L0` as their real configs do. llama3 uses Llama 3.1's bands (1, 4).
-    LongRoPE's `long_factor` is *illustrative*, a geometric ramp from 1 (fastest pair) to `factor` (slowest): the
-    real lists (Phi-3) come from an evolutionary search and are not smooth.
+    dynamic keeps `max_position_embeddings = L0` (it scales at run time, past L0); yarn, longrope and llama3
+    get `max_position_embeddings = factor · L0` as their real configs do. llama3 uses Llama 3.1's bands (1,
+    4). LongRoPE's `long_factor` is *illustrative*, a geometric ramp from 1 (fastest pair) to `factor`
+    (slowest): the real lists (Phi-3) come from an evolutionary search and are not smooth.
     """
     L0 = original_max_position_embeddings
     params: dict[str, Any] = {"rope_type": rope_type, "rope_theta": base}
@@ -79,7 +81,8 @@ def example_config(
 
 
 def inverse_frequencies(config: Any, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
-    """`ROPE_INIT_FUNCTIONS[type](config, seq_len=seq_len)`: θ' (d/2,) and the attention factor, for any config."""
+    """`ROPE_INIT_FUNCTIONS[type](config, seq_len=seq_len)`: θ' (d/2,) and the attention factor, for any
+    config."""
     rope_type = read_rope_config(config).rope_type
     return ROPE_INIT_FUNCTIONS[rope_type](config, seq_len=seq_len)
 
@@ -89,9 +92,9 @@ def attention_score_vs_distance(
 ) -> torch.Tensor:
     r"""<R_m q, R_0 k> / d for q = k = (1, ..., 1): a² · mean_i cos(m θ_i), the long-distance decay of RoPE.
 
-    Each pair (1, 1) turned by m θ_i has dot product 2 cos(m θ_i) with (1, 1); summing over d/2 pairs and dividing
-    by d gives the mean cosine. It is 1 at m = 0 and decays (with ripples) as the fast pairs dephase: the RoFormer
-    paper's "long-term decay". Scaling cos and sin by a scales every score by a².
+    Each pair (1, 1) turned by m θ_i has dot product 2 cos(m θ_i) with (1, 1); summing over d/2 pairs and
+    dividing by d gives the mean cosine. It is 1 at m = 0 and decays (with ripples) as the fast pairs dephase:
+    the RoFormer paper's "long-term decay". Scaling cos and sin by a scales every score by a².
 
     Args:
         inv_freq: θ (d/2,).
@@ -208,7 +211,8 @@ def plot_attention_decay(
 
 
 def _score_basis(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """[cos(sθ_j), sin(sθ_j)] for every position s: the functions a RoPE attention score is a sum of. (N, d)"""
+    """[cos(sθ_j), sin(sθ_j)] for every position s: the functions a RoPE attention score is a sum of. (N,
+    d)"""
     angles = positions.double()[:, None] * inv_freq.double()[None, :]  # (N, d/2)
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
@@ -220,12 +224,14 @@ def fit_and_extrapolate(
     n_points: int = 400,
     seed: int = 0,
 ) -> dict[str, Any]:
-    r"""Position Interpolation's Figure 2: a score bounded on [0, L] can explode beyond L, but not between integers.
+    r"""Position Interpolation's Figure 2: a score bounded on [0, L] can explode beyond L, but not between
+    integers.
 
     A RoPE attention score is a(s) = Σ_j u_j cos(sθ_j) + v_j sin(sθ_j) in the relative distance s (Chen et al.
-    2023, eq. 3). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points` random targets in
-    [−1, 1] at random s in [0, L]; then evaluate it on [L, 2L] (extrapolation: what an unscaled model sees past its
-    context) and on a fine grid inside [0, L] (interpolation: what a model with positions divided by 2 sees).
+    2023, eq. 3). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points` random
+    targets in [−1, 1] at random s in [0, L]; then evaluate it on [L, 2L] (extrapolation: what an unscaled
+    model sees past its context) and on a fine grid inside [0, L] (interpolation: what a model with positions
+    divided by 2 sees).
 
     Returns:
         dict with the fitting points ("s_fit", "y_fit"), the curves ("s_inside", "a_inside", "s_beyond",
@@ -282,7 +288,8 @@ def plot_interpolation_vs_extrapolation(axes: Any, result: dict[str, Any]) -> An
 
 
 def draw_panel_figure(rope_type: str = "yarn", factor: float = 4.0, length: int = 16384) -> Any:
-    """The widget panel's figure: θ'/θ per pair (left) and the score decay up to `length` (right), ours vs default.
+    """The widget panel's figure: θ'/θ per pair (left) and the score decay up to `length` (right), ours vs
+    default.
 
     The frequencies are those used at sequence length `length` (it matters for dynamic and longrope).
     """
@@ -344,8 +351,8 @@ class RopePanel:
 def rope_panel(rope_type: str = "yarn", factor: float = 4.0, length: int = 16384) -> RopePanel:
     """Build the panel: a Dropdown `rope_type`, a FloatSlider "factor" (1-16) and an IntSlider "length".
 
-    Built with `ipywidgets.interactive_output`, so moving any control calls `RopePanel.update` and replaces the
-    image in the Output widget.
+    Built with `ipywidgets.interactive_output`, so moving any control calls `RopePanel.update` and replaces
+    the image in the Output widget.
     """
     import ipywidgets as widgets
 

@@ -1,9 +1,9 @@
 """Ours beside theirs: a function's source from reference_impl next to the installed transformers' source.
 
-Every lesson shows our implementation beside the real library's with `beside(ours, theirs)`, never a pasted copy
-and never a slice of source text by string index. In JupyterLab the two listings sit in two syntax-highlighted
-columns; the plain-text form (what nbval compares, and what a terminal shows) is the two listings one after the
-other, each headed by where it lives.
+Every lesson shows our implementation beside the real library's with `beside(ours, theirs)`, never a pasted
+copy and never a slice of source text by string index. In JupyterLab the two listings sit in two
+syntax-highlighted columns; the plain-text form (what nbval compares, and what a terminal shows) is the two
+listings one after the other, each headed by where it lives.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Beside:
 
         return (
             "<table style='width:100%;font-size:85%'><tr>"
-            f"{column('ours: ' + self.ours_title, self.ours)}{column('theirs: ' + self.theirs_title, self.theirs)}"
+            f"{column('ours: ' + self.ours_title, self.ours)}"
+            f"{column('theirs: ' + self.theirs_title, self.theirs)}"
             "</tr></table>"
         )
 

@@ -9,34 +9,34 @@ master by these rules:
 
 - In a code cell, the lines from `### BEGIN SOLUTION` to `### END SOLUTION` (markers included) become one line
   `raise NotImplementedError`, indented like the BEGIN marker. Such a cell is an *exercise cell*; its outputs
-  and execution count are cleared, and so are those of its *verdict cell*, the first cell from the exercise cell
-  on that calls a self-check (`check_...(`): its stored output would show the success line before the student
-  wrote anything. Other cells keep their outputs (the lesson's plots, and the demonstrations of what a check
-  says about a wrong answer).
+  and execution count are cleared, and so are those of its *verdict cell*, the first cell from the exercise
+  cell on that calls a self-check (`check_...(`): its stored output would show the success line before the
+  student wrote anything. Other cells keep their outputs (the lesson's plots, and the demonstrations of what a
+  check says about a wrong answer).
 - Cells tagged `solution` are removed whole.
 - The copy's notebook metadata gets a `student_copy` entry: the master it came from, the command that made it,
   and `content_sha256`, a hash of what was written (each cell's type, source, outputs and attachments).
 
 The build refuses, naming the notebook and the cell (nothing is written, not even the good notebooks):
-a BEGIN without its END, an END without a BEGIN, nested markers, a line that looks like a marker but is not one
-exactly (`## BEGIN SOLUTION`, `### begin solution`: it would leak the solution), a marker in a Markdown cell
-outside a fenced code example, a solution block at the top level of a cell (the placeholder would raise
+a BEGIN without its END, an END without a BEGIN, nested markers, a line that looks like a marker but is not
+one exactly (`## BEGIN SOLUTION`, `### begin solution`: it would leak the solution), a marker in a Markdown
+cell outside a fenced code example, a solution block at the top level of a cell (the placeholder would raise
 `NotImplementedError` as soon as the cell runs, before a self-check can name the exercise: put the solution
 inside the function's body), an exercise whose cell and following cells call no self-check before the next
 exercise, a student cell that is no longer valid Python, and any telling solution line still found in the copy
 (a traceback or a printed source in some other cell's output, a hint in Markdown, metadata). A telling line is
-one of at least 12 characters, other than a bare `def`/`class` header, that the master shows nowhere else in its
-code and that is not in the source of `reference_impl` itself (a lesson prints our implementation; an exercise
-may well re-derive some of its lines).
+one of at least 12 characters, other than a bare `def`/`class` header, that the master shows nowhere else in
+its code and that is not in the source of `reference_impl` itself (a lesson prints our implementation; an
+exercise may well re-derive some of its lines).
 
 The build also refuses, before writing anything, a path that does not exist, a folder with no notebook, and an
 `--out` it cannot write into (below a file, or in a folder that refuses new files, e.g. a read-only file system);
 the command then prints the reason in one line naming the path, with no traceback.
 
 It never overwrites a notebook a student has changed. A copy on disk is replaced only when its content still
-hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this command,
-unreadable) the build refuses with a message naming the file, unless `--force` is given, in which case the file
-is first copied to `<name>.bak-<UTC timestamp>.ipynb` beside it and the message says so.
+hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this
+command, unreadable) the build refuses with a message naming the file, unless `--force` is given, in which
+case the file is first copied to `<name>.bak-<UTC timestamp>.ipynb` beside it and the message says so.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ _MARKER_LIKE_LINE = re.compile(r"^\s*#+\s*(BEGIN|END)\s*SOLUTION", re.IGNORECASE
 _CHECK_CALL = re.compile(r"(?<!def )\bcheck_\w+\s*\(")
 # A bare `def name(args):` / `class Name:` line only names a helper, as hints and prose legitimately do.
 _HEADER = re.compile(r"^(async\s+)?(def|class)\s+\w+.*:\s*(#.*)?$")
-# A solution line shorter than this (`return out`, `x = x.T`) is too generic to call a leak when seen elsewhere.
+# A solution line shorter than this (`return out`, `x = x.T`) is too generic to call a leak when seen
+# elsewhere.
 MIN_TELLING_LINE = 12
 
 
@@ -121,8 +122,9 @@ def strip_solutions(source: str) -> tuple[str, list[list[str]]]:
         The student source, and the lines of each solution block (markers excluded) in order.
 
     Raises:
-        ValueError: a marker without its pair, nested markers, a marker-like line that is not exactly a marker,
-            or a block at the top level of the cell; the message gives the 1-based line number in the cell.
+        ValueError: a marker without its pair, nested markers, a marker-like line that is not exactly a
+            marker, or a block at the top level of the cell; the message gives the 1-based line number in the
+            cell.
     """
     out: list[str] = []
     blocks: list[list[str]] = []
@@ -133,15 +135,15 @@ def strip_solutions(source: str) -> tuple[str, list[list[str]]]:
         if stripped == BEGIN_SOLUTION:
             if current is not None:
                 raise ValueError(
-                    f"line {number}: {BEGIN_SOLUTION!r} inside the solution block opened at line {begin_line}; "
-                    "markers cannot be nested"
+                    f"line {number}: {BEGIN_SOLUTION!r} inside the solution block opened at line "
+                    f"{begin_line}; markers cannot be nested"
                 )
             indent = line[: len(line) - len(line.lstrip())]
             if not indent:
                 raise ValueError(
-                    f"line {number}: {BEGIN_SOLUTION!r} at the top level of the cell; the student copy would raise "
-                    "NotImplementedError as soon as the cell runs, before a self-check can name the exercise. "
-                    "Put the solution inside the body of the function or method the student writes"
+                    f"line {number}: {BEGIN_SOLUTION!r} at the top level of the cell; the student copy would "
+                    "raise NotImplementedError as soon as the cell runs, before a self-check can name the "
+                    "exercise. Put the solution inside the body of the function or method the student writes"
                 )
             current, begin_line = [], number
             out.append(f"{indent}{PLACEHOLDER}")
@@ -169,8 +171,9 @@ def solution_lines(master: nbformat.NotebookNode) -> list[str]:
 
     Solution blocks and cells tagged `solution` count. A bare `def`/`class` header line is not telling (a hint
     may name the helper to write). A line also found in the master's code outside every
-    solution (the lesson's own demonstration code, a shape comment) or in the source of `reference_impl` (which
-    a lesson shows with `inspect.getsource`, and which every student has installed) is public, so it is left out.
+    solution (the lesson's own demonstration code, a shape comment) or in the source of `reference_impl`
+    (which a lesson shows with `inspect.getsource`, and which every student has installed) is public, so it is
+    left out.
     """
     hidden: list[str] = []
     shown_code: list[str] = []
@@ -265,7 +268,8 @@ def _markdown_marker(source: str) -> str | None:
 
 
 def _strings(node: Any, where: str) -> Iterator[tuple[str, str]]:
-    """Every string in a notebook (keys and values of sources, outputs, metadata, attachments), with its place."""
+    """Every string in a notebook (keys and values of sources, outputs, metadata, attachments), with its
+    place."""
     if isinstance(node, str):
         yield where, node
     elif isinstance(node, dict):
@@ -289,7 +293,8 @@ def make_student_copy(master: nbformat.NotebookNode, *, name: str) -> StudentCop
     """
     if METADATA_KEY in master.metadata:
         raise MasterError(
-            f"{name} is itself a student copy (its metadata has {METADATA_KEY!r}); build from the masters in lessons/"
+            f"{name} is itself a student copy (its metadata has {METADATA_KEY!r}); build from the masters in "
+            "lessons/"
         )
     nb = copy.deepcopy(master)
     kept: list[nbformat.NotebookNode] = []
@@ -309,8 +314,8 @@ def make_student_copy(master: nbformat.NotebookNode, *, name: str) -> StudentCop
             if blocks:
                 if not _is_valid_python(new.source):
                     raise MasterError(
-                        f"{where}: with its solution replaced by {PLACEHOLDER!r} the cell is no longer valid Python; "
-                        "put the markers around whole statements"
+                        f"{where}: with its solution replaced by {PLACEHOLDER!r} the cell is no longer valid "
+                        "Python; put the markers around whole statements"
                     )
                 exercises.append(len(kept))
         else:
@@ -330,8 +335,8 @@ def make_student_copy(master: nbformat.NotebookNode, *, name: str) -> StudentCop
         verdict = next((c for c in calls if exercise <= c < following), None)
         if verdict is None:
             raise MasterError(
-                f"{_describe(name, exercise, kept[exercise])}: this exercise calls no self-check (`check_...(`) "
-                "in its own cell or before the next exercise; a student would get no verdict"
+                f"{_describe(name, exercise, kept[exercise])}: this exercise calls no self-check "
+                "(`check_...(`) in its own cell or before the next exercise; a student would get no verdict"
             )
         checks.append(verdict)
     for i in (*exercises, *checks):

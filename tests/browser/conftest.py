@@ -1,9 +1,10 @@
 """Fixtures for the browser suite: a JupyterLab server on a copy of the lessons, and headless Chromium.
 
-The server is started through the workbook's own launcher (`python -m reference_impl.workbook.lab`), on 127.0.0.1, a free
-port and a random token, with Jupyter's config, data and runtime folders in a temporary directory (so neither the
-user's settings nor an earlier run can change what we see). It always serves a *copy* of the lessons with their
-outputs stripped, so every output on the page comes from this run and the committed notebooks are never touched.
+The server is started through the workbook's own launcher (`python -m reference_impl.workbook.lab`), on
+127.0.0.1, a free port and a random token, with Jupyter's config, data and runtime folders in a temporary
+directory (so neither the user's settings nor an earlier run can change what we see). It always serves a
+*copy* of the lessons with their outputs stripped, so every output on the page comes from this run and the
+committed notebooks are never touched.
 
 Environment variables (all optional):
     BROWSER_LESSONS_DIR        folder of notebooks to test instead of lessons/ (used to prove the suite bites)
@@ -89,7 +90,8 @@ class LabServer:
         return f"{self.url}/lab/workspaces/{workspace}/tree/{notebook_name}?token={self.token}"
 
     def api(self, method: str, path: str) -> Any:
-        """Call the Jupyter server's REST API (e.g. `api("GET", "sessions")`); returns the decoded JSON or None."""
+        """Call the Jupyter server's REST API (e.g. `api("GET", "sessions")`); returns the decoded JSON or
+        None."""
         request = urllib.request.Request(
             f"{self.url}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"}
         )
@@ -132,7 +134,8 @@ def _wait_until_serving(server: LabServer, process: subprocess.Popen[bytes]) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
-                f"JupyterLab exited with status {process.returncode} before serving; its log:\n{server.log_tail()}"
+                f"JupyterLab exited with status {process.returncode} before serving; its "
+                f"log:\n{server.log_tail()}"
             )
         try:
             server.api("GET", "status")
@@ -158,7 +161,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    """JupyterLab serving a stripped copy of LESSONS_DIR, started with `python -m reference_impl.workbook.lab`."""
+    """JupyterLab serving a stripped copy of LESSONS_DIR, started with `python -m
+    reference_impl.workbook.lab`."""
     if not LESSONS_DIR.is_dir():
         pytest.fail(f"BROWSER_LESSONS_DIR={str(LESSONS_DIR)!r} is not a folder")
     base = tmp_path_factory.mktemp("jupyterlab")
@@ -209,7 +213,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         )
     if not Path(CHROMIUM).is_file():
         pytest.fail(
-            f"BROWSER_CHROMIUM={CHROMIUM!r} does not exist: apt-get install chromium (see tests/browser/README.md)"
+            f"BROWSER_CHROMIUM={CHROMIUM!r} does not exist: apt-get install chromium (see "
+            "tests/browser/README.md)"
         )
     playwright = sync_playwright().start()
     try:

@@ -1,9 +1,9 @@
 """Every lesson, opened and run in JupyterLab in headless Chromium, as a student would.
 
-For each notebook: open it, Run > Run All Cells, wait for the kernel to go idle with every cell executed, save,
-then assert that no cell shows an error (cells tagged `raises-exception` must show one), that every ipywidgets
-widget rendered, and (RoPE lesson) that moving the "factor" slider redraws the plot. A screenshot of each lesson
-after running goes to test-artifacts/screenshots/. How to run: tests/browser/README.md.
+For each notebook: open it, Run > Run All Cells, wait for the kernel to go idle with every cell executed,
+save, then assert that no cell shows an error (cells tagged `raises-exception` must show one), that every
+ipywidgets widget rendered, and (RoPE lesson) that moving the "factor" slider redraws the plot. A screenshot
+of each lesson after running goes to test-artifacts/screenshots/. How to run: tests/browser/README.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ WIDGET_ERRORS = (
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 SCREENSHOT_PAGE_HEIGHT = 12_000  # px; longer notebooks are saved as several pages
 
-# One entry per notebook cell, in order: its top-level outputs as the page shows them. An output's `widget_errors` are ipywidgets' error views anywhere inside it (e.g. a model class the front end
+# One entry per notebook cell, in order: its top-level outputs as the page shows them. An output's
+# `widget_errors` are ipywidgets' error views anywhere inside it (e.g. a model class the front end
 # cannot load), clicked open so their message is read (and seen in the screenshot).
 _READ_CELLS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook-cell')].map(cell => ({
     outputs: [...cell.querySelectorAll(
@@ -179,7 +180,8 @@ def save_screenshots(page: Any, path: Path) -> list[Path]:
 
 
 def move_slider_and_check_plot(page: Any, description: str) -> Any:
-    """Drag the slider labelled `description` to the right, wait for its cell's plot to change; return the cell."""
+    """Drag the slider labelled `description` to the right, wait for its cell's plot to change; return the
+    cell."""
     label = re.compile(rf"^\s*{re.escape(description)}:?\s*$")
     slider = page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=label))
     assert slider.count() == 1, f"expected one slider described {description!r}, found {slider.count()}"

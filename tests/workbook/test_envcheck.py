@@ -54,6 +54,17 @@ def test_a_too_old_torch_is_reported_with_its_version_and_the_fix() -> None:
     assert "fix: pip install 'torch==2.13.0'" in text
 
 
+def test_versions_are_compared_as_pep_440_versions() -> None:
+    # A local version label (+cpu) is still the release; a release candidate comes before its release.
+    findings = check_environment(_importer(versions={"torch": "2.13.0+cpu", "transformers": "4.53.0rc1"}))
+    by_name = {f.name: f for f in findings}
+    assert by_name["torch"].ok, by_name["torch"].message
+    assert not by_name["transformers"].ok
+    assert "transformers 4.53.0rc1 is too old: 4.53 or newer is needed" in by_name["transformers"].message
+    unreadable = check_environment(_importer(versions={"matplotlib": "unknown"}))
+    assert not next(f for f in unreadable if f.name == "matplotlib").ok
+
+
 def test_another_transformers_release_works_but_is_flagged() -> None:
     findings = check_environment(_importer(versions={"transformers": "4.57.6"}))
     tf = next(f for f in findings if f.name == "transformers")

@@ -50,7 +50,8 @@ def test_environment_puts_this_environments_jupyter_paths_first_and_keeps_the_re
 
 
 def _decoy_user_kernel(data_dir: Path) -> None:
-    """A user-wide `python3` kernelspec pointing at another interpreter, as an old `ipykernel install --user` leaves."""
+    """A user-wide `python3` kernelspec pointing at another interpreter, as an old `ipykernel install --user`
+    leaves."""
     spec = data_dir / "kernels" / "python3"
     spec.mkdir(parents=True)
     argv = ["/opt/other-python/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -77,7 +78,8 @@ def test_the_python3_kernel_is_this_interpreter_even_beside_a_user_wide_one(
 
 
 def _widget_manager_extensions() -> list[Path]:
-    """Every @jupyter-widgets/jupyterlab-manager lab extension, in the order JupyterLab looks (first one wins)."""
+    """Every @jupyter-widgets/jupyterlab-manager lab extension, in the order JupyterLab looks (first one
+    wins)."""
     candidates = [Path(d) / "@jupyter-widgets" / "jupyterlab-manager" for d in jupyter_path("labextensions")]
     return [c for c in candidates if (c / "package.json").is_file()]
 

@@ -67,8 +67,8 @@ def test_every_code_cell_was_executed_and_shows_what_it_should(path: Path) -> No
                 f"code cell {i} computes something but has no stored output: {src.splitlines()[0]!r}"
             )
     assert not problems, (
-        f"{path.name}: re-run `python -m reference_impl.workbook.notebooks execute {path.relative_to(ROOT)}`:\n"
-        + "\n".join(problems)
+        f"{path.name}: re-run `python -m reference_impl.workbook.notebooks execute "
+        f"{path.relative_to(ROOT)}`:\n" + "\n".join(problems)
     )
 
 
@@ -81,7 +81,8 @@ def test_lesson_does_not_redefine_what_reference_impl_provides(path: Path) -> No
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in provided:
                 redefined.append(f"cell {i}: {type(node).__name__.replace('Def', '').lower()} {node.name}")
     assert not redefined, (
-        f"{path.name} defines names that reference_impl already provides (import and show them instead): {redefined}"
+        f"{path.name} defines names that reference_impl already provides (import and show them instead): "
+        f"{redefined}"
     )
 
 

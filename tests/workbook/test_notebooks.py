@@ -1,4 +1,5 @@
-"""`python -m reference_impl.workbook.notebooks execute`: clean re-execution, refusal of non-notebooks, no damage on failure.
+"""`python -m reference_impl.workbook.notebooks execute`: clean re-execution, refusal of non-notebooks, no
+damage on failure.
 Also proves the suite's nbval run really compares outputs (a broken output fails it)."""
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def test_clean_metadata_removes_what_varies_and_keeps_tags() -> None:
 
 @pytest.mark.slow
 def test_nbval_fails_when_a_stored_output_of_start_here_is_broken(tmp_path: Path) -> None:
-    # The proof that the suite compares outputs: corrupt one stored output of a real lesson and run nbval on it.
+    # The proof that the suite compares outputs: corrupt one stored output of a real lesson and run nbval on
+    # it.
     lessons = tmp_path / "lessons"
     lessons.mkdir()
     for name in ("pyproject.toml", "nbval_sanitize.cfg"):

@@ -1,4 +1,5 @@
-"""reference_impl.workbook.rope_plots: the lesson's figures draw the numbers the init functions compute; the panel redraws."""
+"""reference_impl.workbook.rope_plots: the lesson's figures draw the numbers the init functions compute; the
+panel redraws."""
 
 from __future__ import annotations
 

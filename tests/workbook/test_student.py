@@ -1,9 +1,10 @@
-"""Tests of reference_impl/workbook/student.py: student copies leak no solution, stop at the first exercise, and never
-overwrite a student's work.
+"""Tests of reference_impl/workbook/student.py: student copies leak no solution, stop at the first exercise,
+and never overwrite a student's work.
 
-Two kinds of masters are used: a tiny fixture notebook built here (so the mechanics are tested whatever lessons
-exist), and every `lessons/*.ipynb` found when the tests are collected (lessons arrive one by one; re-run this
-file when one does). Tests that start a kernel are marked `slow` and execute only up to the first exercise.
+Two kinds of masters are used: a tiny fixture notebook built here (so the mechanics are tested whatever
+lessons exist), and every `lessons/*.ipynb` found when the tests are collected (lessons arrive one by one;
+re-run this file when one does). Tests that start a kernel are marked `slow` and execute only up to the first
+exercise.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ MASTERS = sorted(LESSONS_DIR.glob("*.ipynb"))
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 NOT_FINISHED = re.compile(r"Exercise '(?P<name>[^']+)' is not finished yet")
 
-# --- a tiny master notebook: two exercises (a function, a method), a solution cell, outputs everywhere ----------
+# --- a tiny master notebook: two exercises (a function, a method), a solution cell, outputs everywhere
+# ----------
 
 CHECKS_SOURCE = """\
 from reference_impl.workbook.checks import passed, student_call
@@ -119,7 +121,8 @@ def write_master(
     return path
 
 
-# --- an independent reading of a master: what a student copy must not contain ----------------------------------
+# --- an independent reading of a master: what a student copy must not contain
+# ----------------------------------
 
 
 def split_code(nb: nbformat.NotebookNode) -> tuple[list[list[str]], list[str]]:
@@ -151,7 +154,8 @@ def solution_blocks(nb: nbformat.NotebookNode) -> list[list[str]]:
 
 def telling_solution_lines(nb: nbformat.NotebookNode) -> set[str]:
     """Solution lines (blocks and `solution` cells) of 12+ characters, not a bare def/class header, that the
-    master shows nowhere else in code and that are not in reference_impl's own source (public: lessons print it, students have it installed)."""
+    master shows nowhere else in code and that are not in reference_impl's own source (public: lessons print
+    it, students have it installed)."""
     blocks, outside = split_code(nb)
     hidden = [line for block in blocks for line in block]
     hidden += [
@@ -192,7 +196,8 @@ def assert_no_solution_leaks(master: nbformat.NotebookNode, student_file: Path) 
     assert BEGIN not in raw and END not in raw, f"a solution marker is left in {student_file}"
 
 
-# --- strip_solutions: one cell's source -------------------------------------------------------------------------
+# --- strip_solutions: one cell's source
+# -------------------------------------------------------------------------
 
 
 def test_a_solution_block_becomes_the_placeholder_at_the_markers_indentation() -> None:
@@ -202,11 +207,15 @@ def test_a_solution_block_becomes_the_placeholder_at_the_markers_indentation() -
 
 
 def test_every_block_of_a_cell_is_replaced_and_code_around_them_is_kept() -> None:
-    source = f"def f(x):\n    y = x + 1\n    {BEGIN}\n    y = y * 2\n    {END}\n    return y\n\n\ndef g():\n  {BEGIN}\n  pass\n  {END}\nf(1)"
+    source = (
+        f"def f(x):\n    y = x + 1\n    {BEGIN}\n    y = y * 2\n    {END}\n    return y\n\n\ndef g():\n "
+        f" {BEGIN}\n  pass\n  {END}\nf(1)"
+    )
     student, blocks = strip_solutions(source)
     assert (
         student
-        == "def f(x):\n    y = x + 1\n    raise NotImplementedError\n    return y\n\n\ndef g():\n  raise NotImplementedError\nf(1)"
+        == "def f(x):\n    y = x + 1\n    raise NotImplementedError\n    return y\n\n\ndef g():\n  raise "
+        "NotImplementedError\nf(1)"
     )
     assert blocks == [["    y = y * 2"], ["  pass"]]
 
@@ -258,7 +267,8 @@ def test_broken_markers_are_refused_with_the_line(source: str, message: str) -> 
         strip_solutions(source)
 
 
-# --- make_student_copy: one notebook ----------------------------------------------------------------------------
+# --- make_student_copy: one notebook
+# ----------------------------------------------------------------------------
 
 
 def test_the_student_copy_of_the_fixture_keeps_the_lesson_and_drops_the_solutions(tmp_path: Path) -> None:
@@ -374,8 +384,8 @@ def test_a_solution_printed_by_another_cell_is_refused_as_a_leak() -> None:
 def test_a_hint_may_name_a_helper_but_not_quote_its_body() -> None:
     nb = fixture_master()
     nb.cells[4].source = (
-        f"def my_double(x):\n    {BEGIN}\n    def twice_of(value):\n        return value + value  # the double\n"
-        f"    return twice_of(x)\n    {END}\n\n\ncheck_my_double(my_double)"
+        f"def my_double(x):\n    {BEGIN}\n    def twice_of(value):\n        return value + value  # the "
+        f"double\n    return twice_of(x)\n    {END}\n\n\ncheck_my_double(my_double)"
     )
     nb.cells[3].source = "<details><summary>Hint</summary>\n\nWrite `def twice_of(value):` first.\n</details>"
     make_student_copy(nb, name="90_fixture.ipynb")  # naming the helper tells nothing
@@ -401,7 +411,8 @@ def test_a_student_copy_is_not_accepted_as_a_master() -> None:
         make_student_copy(nb, name="student/90_fixture.ipynb")
 
 
-# --- build: the files, and never overwriting a student's work --------------------------------------------------
+# --- build: the files, and never overwriting a student's work
+# --------------------------------------------------
 
 
 def test_build_writes_a_student_copy_and_rebuilding_an_unchanged_copy_is_silent(tmp_path: Path) -> None:
@@ -482,7 +493,8 @@ def test_a_changed_copy_is_refused_and_force_keeps_a_backup(tmp_path: Path, chan
     (message,) = info.value.problems
     assert message.startswith(f"{dest}: refusing to overwrite: {reason}")
     assert message.endswith(
-        "It may hold a student's work. Move it away, or rerun with --force to replace it (a backup is kept beside it)."
+        "It may hold a student's work. Move it away, or rerun with --force to replace it (a backup is kept "
+        "beside it)."
     )
     assert dest.read_text(encoding="utf-8") == students_work, "a refused build must not touch the file"
     assert sorted(p.name for p in out.iterdir()) == [dest.name]
@@ -566,15 +578,18 @@ def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout
-        == "student/90_fixture.ipynb: written from lessons/90_fixture.ipynb (2 exercise(s), 1 solution cell(s) removed)\n"
+        == "student/90_fixture.ipynb: written from lessons/90_fixture.ipynb (2 exercise(s), 1 solution "
+        "cell(s) removed)\n"
     )
 
 
-# --- executing student copies: they run up to the first exercise and stop there, naming it -----------------------
+# --- executing student copies: they run up to the first exercise and stop there, naming it
+# -----------------------
 
 
 def run_to_first_exercise(nb: nbformat.NotebookNode, verdict: int, cwd: Path) -> nbformat.NotebookNode:
-    """Execute cells 0..verdict of a copy of `nb` in a fresh kernel of this environment; errors are recorded."""
+    """Execute cells 0..verdict of a copy of `nb` in a fresh kernel of this environment; errors are
+    recorded."""
     from nbclient import NotebookClient
 
     head = copy.deepcopy(nb)
@@ -625,7 +640,8 @@ def test_the_fixture_master_passes_its_own_checks(tmp_path: Path) -> None:
     assert ran.cells[7].outputs[0].text == "✅ my scale: all checks passed\n"
 
 
-# --- every lesson that exists now ------------------------------------------------------------------------------
+# --- every lesson that exists now
+# ------------------------------------------------------------------------------
 
 
 def test_lessons_were_found() -> None:

@@ -1,4 +1,5 @@
-"""Self-checks for the lessons' exercises: `check_...(your_code)` prints one success line or says what differs.
+"""Self-checks for the lessons' exercises: `check_...(your_code)` prints one success line or says what
+differs.
 
 Each component has its module here (`checks/conv1d.py`, ...), built on `checks/_core.py`; every check is
 re-exported below so a lesson can write `from reference_impl.workbook.checks import check_conv1d_to_linear`.

@@ -3,7 +3,8 @@
 A self-check runs a student's function or module next to the reference on several inputs and either prints one
 fixed success line or raises, in plain words, what differs. Two exceptions, so a student (and a test) can tell
 "not started" from "wrong":
-- `ExerciseNotFinished`: the student's code still raises `NotImplementedError` (the student copy's placeholder);
+- `ExerciseNotFinished`: the student's code still raises `NotImplementedError` (the student copy's
+  placeholder);
 - `CheckFailed` (an `AssertionError`): it runs but gives a wrong shape, dtype, value or gradient.
 """
 
@@ -28,7 +29,8 @@ class CheckFailed(AssertionError):
 
 
 def student_call(exercise: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call the student's code; turn its `NotImplementedError` into `ExerciseNotFinished` naming the exercise."""
+    """Call the student's code; turn its `NotImplementedError` into `ExerciseNotFinished` naming the
+    exercise."""
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as e:
@@ -38,9 +40,10 @@ def student_call(exercise: str, fn: Callable[..., T], *args: Any, **kwargs: Any)
 
 
 def first_difference(
-    got: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
+    got: object, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
 ) -> str | None:
-    """Describe the first way `got` differs from `expected` (shape, dtype, then the first element), or None."""
+    """Describe the first way `got` differs from `expected` (shape, dtype, then the first element), or
+    None."""
     if not isinstance(got, torch.Tensor):
         return f"expected a torch.Tensor, got {type(got).__name__}"
     if got.shape != expected.shape:
@@ -60,7 +63,7 @@ def first_difference(
 
 
 def check_tensor(
-    what: str, got: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
+    what: str, got: object, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
 ) -> None:
     """Raise `CheckFailed("<what>: <first difference>")` unless `got` matches `expected`."""
     problem = first_difference(got, expected, atol=atol, rtol=rtol)

@@ -1,16 +1,16 @@
-"""Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, an attention function.
+"""Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, an attention
+function.
 
     check_sliding_window_mask(my_sliding_window_mask)   # (sliding_window) -> (b, h, q, kv) -> bool
     check_attention_function(my_attention)              # transformers' attention-function contract
 
-Each prints one success line or raises `CheckFailed` saying, in plain words, what differs (and, for the mistakes
-everyone makes, why); code still raising NotImplementedError gives `ExerciseNotFinished`.
+Each prints one success line or raises `CheckFailed` saying, in plain words, what differs (and, for the
+mistakes everyone makes, why); code still raising NotImplementedError gives `ExerciseNotFinished`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -38,26 +38,25 @@ _WINDOW_EXERCISE = "sliding-window mask"
 _ATTENTION_EXERCISE = "attention function"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exercise 1: a sliding-window causal mask function
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _strict_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
     return kv < q
 
 
 def _window_mistakes(w: int) -> dict[str, Callable[..., Any]]:
     """The usual wrong answers for window `w`, each with what to tell the student."""
+    too_many = (
+        f"your window holds {w + 1} keys, one too many: with `kv_idx >= q_idx - w` the query's own key is "
+        "counted on top of w; keep `kv_idx > q_idx - w` (w keys, the query's own included)"
+    )
+    diagonal = "the diagonal is masked: a query must attend to itself (`kv_idx <= q_idx`, not `<`)"
+    future = "future keys are allowed: the window alone is not causal; AND it with `kv_idx <= q_idx`"
     mistakes = {
-        f"your window holds {w + 1} keys, one too many: with `kv_idx >= q_idx - w` the query's own key is counted "
-        f"on top of w; keep `kv_idx > q_idx - w` (w keys, the query's own included)": sliding_window_causal_mask_function(
-            w + 1
-        ),
-        "the diagonal is masked: a query must attend to itself (`kv_idx <= q_idx`, not `<`)": and_masks(
-            sliding_window_overlay(w), _strict_causal
-        ),
-        "future keys are allowed: the window alone is not causal; AND it with `kv_idx <= q_idx`": sliding_window_overlay(
-            w
-        ),
+        too_many: sliding_window_causal_mask_function(w + 1),
+        diagonal: and_masks(sliding_window_overlay(w), _strict_causal),
+        future: sliding_window_overlay(w),
     }
     if w > 1:
         mistakes[
@@ -67,11 +66,15 @@ def _window_mistakes(w: int) -> dict[str, Callable[..., Any]]:
 
 
 def _build(fn: Callable[..., Any], T: int, S: int, q_offset: int) -> torch.Tensor:
-    return sdpa_mask(2, T, S, q_offset=q_offset, mask_function=fn, allow_is_causal_skip=False)[0, 0]
+    mask = sdpa_mask(2, T, S, q_offset=q_offset, mask_function=fn, allow_is_causal_skip=False)
+    if mask is None:  # only a causal skip returns None, and it is not allowed here
+        raise RuntimeError(f"sdpa_mask returned no mask for T={T}, S={S} with allow_is_causal_skip=False")
+    return mask[0, 0]
 
 
 def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[..., Any]]) -> None:
-    """Check `my_sliding_window_mask(w)` returns a mask function equal to `sliding_window_causal_mask_function(w)`.
+    """Check `my_sliding_window_mask(w)` returns a mask function equal to
+    `sliding_window_causal_mask_function(w)`.
 
     Built on index grids of several sizes (a prefill and a chunk after a cache) for windows 1, 2, 3 and 5.
     """
@@ -89,14 +92,16 @@ def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[.
                 raise
             except Exception as e:  # the student's function failed on broadcast index tensors
                 raise CheckFailed(
-                    f"your mask function raised {type(e).__name__}: {e} when called with broadcast index tensors; "
-                    "use only comparisons and arithmetic on q_idx and kv_idx (no `if`, no `int(...)`)"
+                    f"your mask function raised {type(e).__name__}: {e} when called with broadcast index "
+                    "tensors; use only comparisons and arithmetic on q_idx and kv_idx (no `if`, no "
+                    "`int(...)`)"
                 ) from e
             expected = _build(sliding_window_causal_mask_function(w), T, S, q_offset)
             if got.shape != expected.shape or got.dtype != torch.bool:
                 raise CheckFailed(
-                    f"sliding_window={w}: the mask has shape {tuple(got.shape)} and dtype {got.dtype}; expected a "
-                    f"bool mask of shape {tuple(expected.shape)} (return a comparison, e.g. `kv_idx <= q_idx`)"
+                    f"sliding_window={w}: the mask has shape {tuple(got.shape)} and dtype {got.dtype}; "
+                    f"expected a bool mask of shape {tuple(expected.shape)} (return a comparison, e.g. "
+                    "`kv_idx <= q_idx`)"
                 )
             if torch.equal(got, expected):
                 continue
@@ -106,8 +111,8 @@ def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[.
             q, kv = (int(i) for i in (got != expected).nonzero()[0])
             verb = "may attend to" if bool(got[q, kv]) else "may not attend to"
             raise CheckFailed(
-                f"sliding_window={w}: in yours, query {q + q_offset} {verb} key {kv}; expected the opposite.\n"
-                f"{_pictures(got, expected, q_offset)}"
+                f"sliding_window={w}: in yours, query {q + q_offset} {verb} key {kv}; expected the "
+                f"opposite.\n{_pictures(got, expected, q_offset)}"
             )
     passed(_WINDOW_EXERCISE)
 
@@ -116,17 +121,28 @@ def _pictures(got: torch.Tensor, expected: torch.Tensor, q_offset: int) -> str:
     return f"yours:\n{mask_picture(got, q_offset)}\nexpected:\n{mask_picture(expected, q_offset)}"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exercise 2: an attention function that honours the whole contract
-# ---------------------------------------------------------------------------------------------------------------
-def _cases() -> list[tuple[str, SimpleNamespace, tuple[torch.Tensor, ...], torch.Tensor | None]]:
+# ------------------------------------------------------------------------------------------------------------
+class _AttentionLayer(torch.nn.Module):
+    """A stand-in for a model's attention layer, in eval mode: only the attributes attention functions
+    read."""
+
+    def __init__(self, num_key_value_groups: int) -> None:
+        super().__init__()
+        self.is_causal = True
+        self.num_key_value_groups = num_key_value_groups
+        self.eval()
+
+
+def _cases() -> list[tuple[str, _AttentionLayer, tuple[torch.Tensor, ...], torch.Tensor | None]]:
     """(description, module, (query, key, value), mask) for the situations a registered function meets."""
     g = torch.Generator().manual_seed(0)
     B, H, H_kv, T, D = 2, 4, 2, 5, 8
     q, k, v = (torch.randn(B, n, T, D, generator=g) for n in (H, H_kv, H_kv))
     padding = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
-    layer = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=H // H_kv)
-    mha = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=1)
+    layer = _AttentionLayer(num_key_value_groups=H // H_kv)
+    mha = _AttentionLayer(num_key_value_groups=1)
     return [
         (
             "multi-head inputs (4 query and 4 key/value heads) with an additive causal mask",
@@ -172,8 +188,8 @@ def check_attention_function(my_attention: Callable[..., Any]) -> None:
             hint = ""
             if k.shape[1] != q.shape[1]:
                 hint = (
-                    " — the keys and values arrive with fewer heads than the queries: repeat each key/value head "
-                    "H / H_kv times with repeat_kv (or repeat_interleave on dim 1) before the matmul"
+                    " — the keys and values arrive with fewer heads than the queries: repeat each key/value "
+                    "head H / H_kv times with repeat_kv (or repeat_interleave on dim 1) before the matmul"
                 )
             raise CheckFailed(f"on {what}: your function raised {type(e).__name__}: {e}{hint}") from e
         if not (isinstance(result, tuple) and len(result) == 2):
@@ -185,9 +201,9 @@ def check_attention_function(my_attention: Callable[..., Any]) -> None:
         B, H, T, D = q.shape
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, D) and (H, T) != (T, H):
             raise CheckFailed(
-                f"on {what}: attn_output has shape {tuple(out.shape)}, which is (B, H, T, D); the model expects "
-                f"(B, T, H, D) = {(B, T, H, D)}: return attn_output.transpose(1, 2).contiguous(). (A model would not "
-                "raise: it reshapes whatever it gets, and the logits silently change.)"
+                f"on {what}: attn_output has shape {tuple(out.shape)}, which is (B, H, T, D); the model "
+                f"expects (B, T, H, D) = {(B, T, H, D)}: return attn_output.transpose(1, 2).contiguous(). (A "
+                "model would not raise: it reshapes whatever it gets, and the logits silently change.)"
             )
         _diagnose_values(what, layer, q, k, v, mask, out)
         check_tensor(f"attn_output on {what}", out, expected_out, atol=1e-5, rtol=1e-5)
@@ -219,17 +235,18 @@ def _diagnose_values(
         )[0]
         if same(tiled):
             raise CheckFailed(
-                f"on {what}: key/value heads are repeated in the wrong order: `k.repeat(1, g, 1, 1)` gives heads "
-                "(k0, k1, k0, k1) and pairs query head h with key head h % H_kv; grouped-query attention pairs it "
-                "with h // g: use repeat_kv or `k.repeat_interleave(g, dim=1)` (k0, k0, k1, k1)"
+                f"on {what}: key/value heads are repeated in the wrong order: `k.repeat(1, g, 1, 1)` gives "
+                "heads (k0, k1, k0, k1) and pairs query head h with key head h % H_kv; grouped-query "
+                "attention pairs it with h // g: use repeat_kv or `k.repeat_interleave(g, dim=1)` (k0, k0, "
+                "k1, k1)"
             )
     no_mask = eager_attention_forward(layer, q, k, v, None, scaling=8**-0.5, is_causal=False)[0]
     if same(no_mask):
         if mask is None:
             raise CheckFailed(
-                f"on {what}: with attention_mask=None your output attends to future keys. sdpa_mask returns None "
-                "for a plain causal batch: when the mask is None and module.is_causal is True (and T > 1), apply "
-                "a causal mask yourself"
+                f"on {what}: with attention_mask=None your output attends to future keys. sdpa_mask returns "
+                "None for a plain causal batch: when the mask is None and module.is_causal is True (and T > "
+                "1), apply a causal mask yourself"
             )
         raise CheckFailed(
             f"on {what}: your output ignores attention_mask (it equals attention without any mask)"
@@ -238,6 +255,6 @@ def _diagnose_values(
         as_added = eager_attention_forward(layer, q, k, v, mask.float(), scaling=8**-0.5)[0]
         if same(as_added):
             raise CheckFailed(
-                f"on {what}: a bool mask was added to the scores (True became +1): for a bool mask, True means "
-                "attend; fill the scores where it is False with torch.finfo(dtype).min"
+                f"on {what}: a bool mask was added to the scores (True became +1): for a bool mask, True "
+                "means attend; fill the scores where it is False with torch.finfo(dtype).min"
             )

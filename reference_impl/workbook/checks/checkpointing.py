@@ -2,7 +2,8 @@
 
 - `check_checkpointed_loss(my_checkpointed_loss)`: a training step through checkpointed layers that really
   checkpoints (training mode, tensors passed positionally, cache off) and gets every gradient right.
-- `check_pick_every_n_layers(my_pick_every_n_layers)`: the cheapest `every_n_layers` that fits a memory budget.
+- `check_pick_every_n_layers(my_pick_every_n_layers)`: the cheapest `every_n_layers` that fits a memory
+  budget.
 """
 
 from __future__ import annotations
@@ -58,16 +59,26 @@ class _Counting:
         return self.func(*args, **kwargs)
 
 
-def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
-    """Check `fn(layers, hidden, scale, cache) -> loss`: mean of the squared output of the layers, checkpointed.
+def _grad_of(t: torch.Tensor) -> torch.Tensor:
+    """A copy of the gradient the reference run left on `t` (every input and weight is used, so there is
+    one)."""
+    if t.grad is None:
+        raise RuntimeError(f"the reference run left no gradient on a tensor of shape {tuple(t.shape)}")
+    return t.grad.clone()
 
-    The layers are `ScaledCachingBlock`s with reentrant checkpointing on; `cache` is a list a careless caller might
-    hand to the layers. The loss, the gradients of `hidden`, `scale` and every weight must equal a plain run, and
-    every layer must actually have been checkpointed.
+
+def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """Check `fn(layers, hidden, scale, cache) -> loss`: mean of the squared output of the layers,
+    checkpointed.
+
+    The layers are `ScaledCachingBlock`s with reentrant checkpointing on; `cache` is a list a careless caller
+    might hand to the layers. The loss, the gradients of `hidden`, `scale` and every weight must equal a plain
+    run, and every layer must actually have been checkpointed.
     """
     torch.manual_seed(0)
     num_layers, batch, hidden_size = 3, 4, 8
-    layers = nn.ModuleList(ScaledCachingBlock(hidden_size) for _ in range(num_layers))
+    blocks = [ScaledCachingBlock(hidden_size) for _ in range(num_layers)]
+    layers = nn.ModuleList(blocks)
     hidden0, scale0 = torch.randn(batch, hidden_size), torch.rand(batch, hidden_size)
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,14 +89,14 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     expected_loss = _reference_loss(layers.train(), h, s)
     expected_loss.backward()
     expected = {
-        "hidden": h.grad,
-        "scale": s.grad,
-        **{n: p.grad.clone() for n, p in layers.named_parameters()},
+        "hidden": _grad_of(h),
+        "scale": _grad_of(s),
+        **{n: _grad_of(p) for n, p in layers.named_parameters()},
     }
 
     set_gradient_checkpointing(layers, True, {"use_reentrant": True})
-    counters = [_Counting(layer._gradient_checkpointing_func) for layer in layers]
-    for layer, counter in zip(layers, counters, strict=False):
+    counters = [_Counting(layer._gradient_checkpointing_func) for layer in blocks]
+    for layer, counter in zip(blocks, counters, strict=False):
         layer._gradient_checkpointing_func = counter
     layers.eval()  # the student's function must switch to training mode itself
     h, s = inputs()
@@ -100,20 +111,23 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
     cache_warnings = [w for w in caught if "Caching is incompatible" in str(w.message)]
     if cache_warnings:
         raise CheckFailed(
-            f"checkpointing had to switch the cache off for you ({cache_warnings[0].message}); call the layers with "
-            "use_cache=False and without past_key_values: a recompute would write the cache a second time"
+            f"checkpointing had to switch the cache off for you ({cache_warnings[0].message}); call the "
+            "layers with use_cache=False and without past_key_values: a recompute would write the cache a "
+            "second time"
         )
     done = [c.calls for c in counters]
     if not all(done):
         raise CheckFailed(
-            f"checkpoint calls per layer: {done}, expected 1 each. A layer that is not in training mode is never "
-            "checkpointed (GradientCheckpointingLayer checks `self.training`): call layers.train() first"
+            f"checkpoint calls per layer: {done}, expected 1 each. A layer that is not in training mode is "
+            "never checkpointed (GradientCheckpointingLayer checks `self.training`): call layers.train() "
+            "first"
         )
     check_tensor("loss", loss.detach(), expected_loss.detach())
     if not loss.requires_grad:
         raise CheckFailed(
-            "the loss does not require grad: under use_reentrant=True the hidden states must be passed positionally "
-            "(layer(hidden, scale, ...), not layer(hidden_states=hidden, ...)); a keyword tensor is cut off"
+            "the loss does not require grad: under use_reentrant=True the hidden states must be passed "
+            "positionally (layer(hidden, scale, ...), not layer(hidden_states=hidden, ...)); a keyword "
+            "tensor is cut off"
         )
     loss.backward()
     got = {"hidden": h.grad, "scale": s.grad, **{n: p.grad for n, p in layers.named_parameters()}}
@@ -125,7 +139,8 @@ def check_checkpointed_loss(fn: Callable[..., torch.Tensor]) -> None:
 
 
 def kept_units_every_n(num_layers: int, every_n_layers: int | None, a: int) -> int:
-    """Units kept for backward: ceil(L/k) checkpointed inputs (1 unit) + the other layers' a units; None: a*L."""
+    """Units kept for backward: ceil(L/k) checkpointed inputs (1 unit) + the other layers' a units; None:
+    a*L."""
     if every_n_layers is None:
         return a * num_layers
     chosen = math.ceil(num_layers / every_n_layers)
@@ -148,7 +163,8 @@ def _describe(num_layers: int, a: int, k: int | None) -> str:
 
 
 def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None:
-    """Check `fn(num_layers, a, budget) -> every_n_layers`: the largest k (least recompute) whose kept units fit.
+    """Check `fn(num_layers, a, budget) -> every_n_layers`: the largest k (least recompute) whose kept units
+    fit.
 
     None when no checkpointing is needed (a * L <= budget), 0 when even k = 1 does not fit.
     """
@@ -175,7 +191,8 @@ def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None
                 f"L={num_layers}, a={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
             )
         raise CheckFailed(
-            f"L={num_layers}, a={a}, budget={budget} units: got every_n_layers={_describe(num_layers, a, got)}, "
+            f"L={num_layers}, a={a}, budget={budget} units: got "
+            f"every_n_layers={_describe(num_layers, a, got)}, "
             f"expected {_describe(num_layers, a, want)}"
         )
     passed("pick every_n_layers")

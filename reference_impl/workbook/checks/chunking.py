@@ -1,7 +1,9 @@
 """Self-checks for the exercises of lessons/03_chunking_equivalence.ipynb.
 
-- `check_my_chunking(my_apply_chunking)`: your `apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim, *xs)`;
-- `check_my_query_chunked_attention(my_attention)`: attention `softmax(q k^T / sqrt(D)) v` over chunks of queries;
+- `check_my_chunking(my_apply_chunking)`: your `apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim,
+  *xs)`;
+- `check_my_query_chunked_attention(my_attention)`: attention `softmax(q k^T / sqrt(D)) v` over chunks of
+  queries;
 - `check_my_chunked_checkpointed_ffn(my_ffn)`: chunking plus `torch.utils.checkpoint` per chunk, so training
   memory drops too.
 """
@@ -27,7 +29,8 @@ __all__ = ["check_my_chunked_checkpointed_ffn", "check_my_chunking", "check_my_q
 
 
 class _Spy:
-    """A position-wise forward_fn that records the shapes it is called with: 2*x (+ the mean of y over its last dim)."""
+    """A position-wise forward_fn that records the shapes it is called with: 2*x (+ the mean of y over its
+    last dim)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[int, ...], ...]] = []
@@ -40,8 +43,8 @@ class _Spy:
         self.calls.append((tuple(x.shape), tuple(y.shape)))
         if x.shape[:-1] != y.shape[:-1]:
             raise CheckFailed(
-                f"forward_fn got pieces of shapes {tuple(x.shape)} and {tuple(y.shape)} in one call: chunk every "
-                "input tensor the same way, and pass the k-th chunk of each to call k"
+                f"forward_fn got pieces of shapes {tuple(x.shape)} and {tuple(y.shape)} in one call: chunk "
+                "every input tensor the same way, and pass the k-th chunk of each to call k"
             )
         return 2 * x + y.mean(dim=-1, keepdim=True)
 
@@ -55,8 +58,9 @@ def _chunked_shape(shape: tuple[int, ...], dim: int, chunk_size: int) -> tuple[i
 def check_my_chunking(my_apply_chunking: Callable[..., torch.Tensor]) -> None:
     """Check `my_apply_chunking(forward_fn, chunk_size, chunk_dim, *input_tensors)` against the reference.
 
-    It must call `forward_fn` once per chunk, with `chunk_size`-long slices along `chunk_dim` (negative counts from
-    the end), in order, and concatenate the results along `chunk_dim`; `chunk_size=0` means one plain call.
+    It must call `forward_fn` once per chunk, with `chunk_size`-long slices along `chunk_dim` (negative counts
+    from the end), in order, and concatenate the results along `chunk_dim`; `chunk_size=0` means one plain
+    call.
     """
     exercise = "my_apply_chunking"
     # (description, shapes of the inputs, chunk_size, chunk_dim)
@@ -93,7 +97,8 @@ def check_my_chunking(my_apply_chunking: Callable[..., torch.Tensor]) -> None:
                 how = (
                     "chunk_size=0 means no chunking: call forward_fn once with the whole inputs"
                     if chunk_size == 0
-                    else f"slice every input along chunk_dim={chunk_dim} into pieces of length chunk_size={chunk_size}"
+                    else f"slice every input along chunk_dim={chunk_dim} into pieces of length "
+                    f"chunk_size={chunk_size}"
                 )
                 raise CheckFailed(
                     f"{what}: call {i} of forward_fn got a chunk of shape {shown}, expected {wanted}: {how}"
@@ -109,8 +114,8 @@ def check_my_chunking(my_apply_chunking: Callable[..., torch.Tensor]) -> None:
             )
         if isinstance(got, torch.Tensor) and got.shape != expected.shape:
             raise CheckFailed(
-                f"{what}: output shape is {tuple(got.shape)}, expected {tuple(expected.shape)}: concatenate the "
-                f"chunk outputs along chunk_dim={chunk_dim}"
+                f"{what}: output shape is {tuple(got.shape)}, expected {tuple(expected.shape)}: concatenate "
+                f"the chunk outputs along chunk_dim={chunk_dim}"
             )
         check_tensor(f"{what}: output", got, expected)
     passed(exercise)
@@ -122,7 +127,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 
 
 def check_my_query_chunked_attention(my_attention: Callable[..., torch.Tensor]) -> None:
-    """Check `my_attention(q, k, v, chunk_size)`: `softmax(q k^T / sqrt(D)) v` computed over chunks of queries.
+    """Check `my_attention(q, k, v, chunk_size)`: `softmax(q k^T / sqrt(D)) v` computed over chunks of
+    queries.
 
     q, k, v are `(B, H, T, D)`. The result must match unchunked attention, and the full `(B, H, T, S)` score
     matrix must never exist: the peak memory must stay below its size.
@@ -141,8 +147,8 @@ def check_my_query_chunked_attention(my_attention: Callable[..., torch.Tensor]) 
         block_diagonal = apply_chunking_to_forward(_attention, chunk_size, -2, q, k, v)
         if first_difference(got, block_diagonal, atol=1e-5, rtol=1e-5) is None:
             raise CheckFailed(
-                f"chunk_size={chunk_size}: each query attended only to the keys of its own chunk ({problem}): "
-                "chunk the queries only; every query chunk needs all keys and values"
+                f"chunk_size={chunk_size}: each query attended only to the keys of its own chunk "
+                f"({problem}): chunk the queries only; every query chunk needs all keys and values"
             )
         raise CheckFailed(f"chunk_size={chunk_size}: output {problem}")
 
@@ -153,9 +159,9 @@ def check_my_query_chunked_attention(my_attention: Callable[..., torch.Tensor]) 
     peak = mem.peak_bytes - sum(tensor_bytes(t) for t in (q, k, v))
     if peak >= scores_bytes:
         raise CheckFailed(
-            f"chunk_size={chunk_size}: peak memory was {peak / 1024:.0f} KiB, at least one full (B, H, T, S) score "
-            f"matrix ({scores_bytes / 1024:.0f} KiB): the queries are not processed {chunk_size} at a time; call "
-            "apply_chunking_to_forward with chunk_dim=-2 and a function of the query chunk"
+            f"chunk_size={chunk_size}: peak memory was {peak / 1024:.0f} KiB, at least one full (B, H, T, S) "
+            f"score matrix ({scores_bytes / 1024:.0f} KiB): the queries are not processed {chunk_size} at a "
+            "time; call apply_chunking_to_forward with chunk_dim=-2 and a function of the query chunk"
         )
     passed(exercise)
 
@@ -215,9 +221,10 @@ def check_my_chunked_checkpointed_ffn(my_ffn: Callable[..., torch.Tensor]) -> No
         t.grad = None
     if ours >= 0.5 * plain:
         raise CheckFailed(
-            f"training peak (forward + backward) was {ours / 1024:.0f} KiB, {ours / plain:.0%} of the plain block's "
-            f"{plain / 1024:.0f} KiB, expected under 50%: chunking alone keeps every chunk's intermediates for "
-            "backward, and checkpointing the whole chunked call recomputes all chunks at once; checkpoint each "
-            "chunk's call (torch.utils.checkpoint.checkpoint(forward_fn, chunk, use_reentrant=False))"
+            f"training peak (forward + backward) was {ours / 1024:.0f} KiB, {ours / plain:.0%} of the plain "
+            f"block's {plain / 1024:.0f} KiB, expected under 50%: chunking alone keeps every chunk's "
+            "intermediates for backward, and checkpointing the whole chunked call recomputes all chunks at "
+            "once; checkpoint each chunk's call (torch.utils.checkpoint.checkpoint(forward_fn, chunk, "
+            "use_reentrant=False))"
         )
     passed(exercise)

@@ -8,6 +8,7 @@ what differs, recognising the usual mistakes: the transpose forgotten, the bias 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ __all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untrans
 
 # (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
 _LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
-_TOL = {"atol": 1e-5, "rtol": 1e-5}
+_TOL: dict[str, Any] = {"atol": 1e-5, "rtol": 1e-5}
+R = TypeVar("R")
 
 
 def _layer(nf: int, nx: int, seed: int) -> Conv1D:
@@ -37,7 +39,7 @@ def _layer(nf: int, nx: int, seed: int) -> Conv1D:
     return conv
 
 
-def _call(exercise: str, what: str, fn: Callable, *args: object) -> object:
+def _call(exercise: str, what: str, fn: Callable[..., R], *args: object) -> R:
     """Run the student's code; turn a crash into a CheckFailed that says on what it crashed."""
     try:
         return student_call(exercise, fn, *args)
@@ -45,8 +47,8 @@ def _call(exercise: str, what: str, fn: Callable, *args: object) -> object:
         hint = ""
         if isinstance(e, RuntimeError) and ("size" in str(e) or "shape" in str(e)):
             hint = (
-                " (a shape error here usually means a transpose is missing or extra: Conv1D stores its weight as"
-                " (nx, nf) = in x out, nn.Linear as (nf, nx) = out x in)"
+                " (a shape error here usually means a transpose is missing or extra: Conv1D stores its "
+                "weight as (nx, nf) = in x out, nn.Linear as (nf, nx) = out x in)"
             )
         raise CheckFailed(f"{exercise}: raised {type(e).__name__} on {what}: {e}{hint}") from e
 
@@ -57,8 +59,8 @@ def _diagnose(got: torch.Tensor, x: torch.Tensor, conv: Conv1D) -> str:
     if got.shape == (*x.shape[:-1], conv.nf):
         if conv.nx == conv.nf and torch.allclose(got, x @ w.T + b, **_TOL):
             return (
-                " It equals x @ weight.T + bias, the nn.Linear formula; Conv1D's weight is already (nx, nf) = in x out,"
-                " so Conv1D computes x @ weight + bias."
+                " It equals x @ weight.T + bias, the nn.Linear formula; Conv1D's weight is already (nx, nf) "
+                "= in x out, so Conv1D computes x @ weight + bias."
             )
         if torch.allclose(got, x @ w, **_TOL):
             return " It equals x @ weight without the bias: add the bias."
@@ -73,7 +75,8 @@ def _diagnose(got: torch.Tensor, x: torch.Tensor, conv: Conv1D) -> str:
 def check_conv1d_forward(
     my_conv1d_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> None:
-    """Check `my_conv1d_forward(x, weight, bias)`, Conv1D's forward: `(..., nx) -> (..., nf)` with weight (nx, nf).
+    """Check `my_conv1d_forward(x, weight, bias)`, Conv1D's forward: `(..., nx) -> (..., nf)` with weight (nx,
+    nf).
 
     Tried on inputs of 1, 2 and 3 dimensions, square and non-square weights; the output must match
     `Conv1D.forward` (to 1e-5) and gradients must reach x, weight and bias.
@@ -126,8 +129,8 @@ def check_conv1d_to_linear(my_conv1d_to_linear: Callable[[Conv1D], nn.Linear]) -
             )
         if linear.weight.shape == conv.weight.shape and torch.equal(linear.weight, conv.weight) and nf == nx:
             raise CheckFailed(
-                f"{exercise} on {what}: linear.weight equals conv.weight, not conv.weight.T: the transpose is "
-                f"missing (a square weight loads without an error and silently computes the wrong thing)"
+                f"{exercise} on {what}: linear.weight equals conv.weight, not conv.weight.T: the transpose "
+                "is missing (a square weight loads without an error and silently computes the wrong thing)"
             )
         check_tensor(
             f"{exercise} on {what}: weight (expected conv.weight.T)", linear.weight.detach(), conv.weight.T
@@ -161,11 +164,13 @@ def _linear_gpt(n_embd: int, n_layer: int) -> nn.ModuleDict:
 
 
 def _scenario(untransposed: list[str], seed: int) -> tuple[nn.ModuleDict, dict[str, torch.Tensor]]:
-    """A Linear model loaded from a Conv1D-layout state dict, with the named (square) layers loaded untransposed."""
+    """A Linear model loaded from a Conv1D-layout state dict, with the named (square) layers loaded
+    untransposed."""
     gen = torch.Generator().manual_seed(seed)
     model = _linear_gpt(n_embd=8, n_layer=2)
     checkpoint: dict[str, torch.Tensor] = {}
-    for name, linear in model.items():
+    for name, module in model.items():
+        linear = cast(nn.Linear, module)  # _linear_gpt builds only nn.Linear layers
         w = torch.randn(linear.in_features, linear.out_features, generator=gen)  # (nx, nf): Conv1D layout
         checkpoint[f"{name}.weight"] = w
         checkpoint[f"{name}.bias"] = torch.randn(linear.out_features, generator=gen)

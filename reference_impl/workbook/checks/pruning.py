@@ -1,4 +1,5 @@
-"""Self-checks for lessons/05_head_pruning.ipynb: kept indices by hand, pruning a Linear, choosing heads to a budget.
+"""Self-checks for lessons/05_head_pruning.ipynb: kept indices by hand, pruning a Linear, choosing heads to a
+budget.
 
 Each check runs the student's function next to the reference (`reference_impl.pruning`) on several cases and
 prints one success line, or raises `CheckFailed` saying in plain words what differs (and, for the classic
@@ -66,8 +67,9 @@ def check_kept_indices(fn: Callable[[Sequence[int], int, int, set[int]], Any]) -
             )
         if got == _unshifted(heads, n_heads, head_size, already) and already:
             raise CheckFailed(
-                f"{case}: got {got}, expected {expected}. Heads are named by their original number: with heads "
-                f"{sorted(already)} already pruned, head h now sits at position h minus the pruned heads below it"
+                f"{case}: got {got}, expected {expected}. Heads are named by their original number: with "
+                f"heads {sorted(already)} already pruned, head h now sits at position h minus the pruned "
+                "heads below it"
             )
         raise CheckFailed(f"{case}: got {got}, expected {expected}")
     passed(exercise)
@@ -100,7 +102,8 @@ def _prune_cases() -> list[tuple[str, nn.Linear, torch.Tensor, int]]:
 
 
 def check_prune_linear(fn: Callable[[nn.Linear, torch.Tensor, int], nn.Linear]) -> None:
-    """`fn(layer, index, dim)` must return a new nn.Linear keeping rows (dim=0) or columns (dim=1) in `index`."""
+    """`fn(layer, index, dim)` must return a new nn.Linear keeping rows (dim=0) or columns (dim=1) in
+    `index`."""
     exercise = "prune a Linear"
     for case, layer, index, dim in _prune_cases():
         before = layer.weight.detach().clone()
@@ -119,13 +122,13 @@ def check_prune_linear(fn: Callable[[nn.Linear, torch.Tensor, int], nn.Linear]) 
             raise CheckFailed(f"{case}: the bias is missing; keep the layer's bias")
         if dim == 0 and got.bias.shape == layer.bias.shape:
             raise CheckFailed(
-                f"{case}: bias kept whole (shape {tuple(got.bias.shape)}) when pruning rows; each kept row is an "
-                f"output unit with its own bias entry: bias[index], shape {tuple(expected.bias.shape)}"
+                f"{case}: bias kept whole (shape {tuple(got.bias.shape)}) when pruning rows; each kept row "
+                f"is an output unit with its own bias entry: bias[index], shape {tuple(expected.bias.shape)}"
             )
         if dim == 1 and got.bias.shape != layer.bias.shape:
             raise CheckFailed(
-                f"{case}: bias sliced (shape {tuple(got.bias.shape)}) when pruning columns; removing inputs keeps "
-                f"every output unit, so the bias stays whole, shape {tuple(layer.bias.shape)}"
+                f"{case}: bias sliced (shape {tuple(got.bias.shape)}) when pruning columns; removing inputs "
+                f"keeps every output unit, so the bias stays whole, shape {tuple(layer.bias.shape)}"
             )
         check_tensor(f"{case}: bias", got.bias.detach(), expected.bias.detach())
         x = torch.randn(2, got.in_features, dtype=layer.weight.dtype)
@@ -146,7 +149,8 @@ def _importance_cases() -> list[tuple[str, torch.Tensor, int]]:
 
 
 def check_heads_to_prune(fn: Callable[[torch.Tensor, int], Mapping[int, Sequence[int]]]) -> None:
-    """`fn(importance, n)`: the n least important heads as {layer: sorted heads}, one head left in every layer."""
+    """`fn(importance, n)`: the n least important heads as {layer: sorted heads}, one head left in every
+    layer."""
     exercise = "heads to prune"
     for case, importance, budget in _importance_cases():
         got = student_call(exercise, fn, importance.clone(), budget)

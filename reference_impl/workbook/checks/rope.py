@@ -1,11 +1,13 @@
 """Self-checks for the exercises of lessons/04_rope_scaling_plots.ipynb.
 
-- `check_my_apply_rotary(my_apply_rotary)`: rotate q (B, H, T, D) with cos/sin (B, T, D), transformers' layout;
-- `check_my_linear_scaling(my_linear_inv_freq)`: Position Interpolation's frequencies from (base, dim, factor);
+- `check_my_apply_rotary(my_apply_rotary)`: rotate q (B, H, T, D) with cos/sin (B, T, D), transformers'
+  layout;
+- `check_my_linear_scaling(my_linear_inv_freq)`: Position Interpolation's frequencies from (base, dim,
+  factor);
 - `check_my_llama3_untouched(my_llama3_untouched)`: which pairs Llama 3 leaves alone.
 
-Each prints one success line or raises `CheckFailed` saying what differs, and names the classic mistake when it
-recognises one (the interleaved layout, multiplying by the factor, the wrong Llama 3 band).
+Each prints one success line or raises `CheckFailed` saying what differs, and names the classic mistake when
+it recognises one (the interleaved layout, multiplying by the factor, the wrong Llama 3 band).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def check_my_apply_rotary(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
         if isinstance(got, torch.Tensor) and got.shape == expected.shape:
             if torch.allclose(got, _interleaved(x, cos, sin), atol=1e-6, rtol=1e-5):
                 raise CheckFailed(
-                    f"{exercise}: for x of shape {shape} you rotated neighbouring pairs (x[0], x[1]), (x[2], x[3]), "
-                    "... (the interleaved GPT-J layout). transformers pairs x[i] with x[i + D/2]: "
+                    f"{exercise}: for x of shape {shape} you rotated neighbouring pairs (x[0], x[1]), (x[2], "
+                    "x[3]), ... (the interleaved GPT-J layout). transformers pairs x[i] with x[i + D/2]: "
                     "rotate_half([x1, x2]) = [-x2, x1], then x * cos + rotate_half(x) * sin."
                 )
             if torch.allclose(
@@ -80,7 +82,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_my_linear_scaling(fn: Callable[[float, int, float], torch.Tensor]) -> None:
-    """`fn(base, dim, factor)` must return Position Interpolation's θ_i / s, a float32 tensor of shape (dim/2,)."""
+    """`fn(base, dim, factor)` must return Position Interpolation's θ_i / s, a float32 tensor of shape
+    (dim/2,)."""
     exercise = "my_linear_inv_freq"
     for base, dim, factor in [(10_000.0, 8, 2.0), (10_000.0, 128, 4.0), (500_000.0, 64, 8.0)]:
         config = {
@@ -95,8 +98,9 @@ def check_my_linear_scaling(fn: Callable[[float, int, float], torch.Tensor]) -> 
         if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype:
             if torch.allclose(got, default * factor, rtol=1e-5):
                 raise CheckFailed(
-                    f"{where}: you multiplied θ_i by the factor, so every pair turns {factor:g} times faster and the "
-                    "positions are squeezed, not stretched. Linear scaling divides: θ_i / s (position m acts as m / s)."
+                    f"{where}: you multiplied θ_i by the factor, so every pair turns {factor:g} times faster "
+                    "and the positions are squeezed, not stretched. Linear scaling divides: θ_i / s "
+                    "(position m acts as m / s)."
                 )
             if torch.allclose(got, default, rtol=1e-5):
                 raise CheckFailed(
@@ -107,7 +111,8 @@ def check_my_linear_scaling(fn: Callable[[float, int, float], torch.Tensor]) -> 
 
 
 def check_my_llama3_untouched(fn: Callable[[torch.Tensor, int, float, float], torch.Tensor]) -> None:
-    """`fn(inv_freq, original_max_position_embeddings, low_freq_factor, high_freq_factor)` -> bool (d/2,) mask.
+    """`fn(inv_freq, original_max_position_embeddings, low_freq_factor, high_freq_factor)` -> bool (d/2,)
+    mask.
 
     True exactly for the pairs Llama 3 keeps unchanged: wavelength 2π/θ_i below L0 / high_freq_factor.
     """
@@ -147,9 +152,9 @@ def check_my_llama3_untouched(fn: Callable[[torch.Tensor, int, float, float], to
             else ("blended" if wavelength <= L0 / low else "divided by the factor")
         )
         raise CheckFailed(
-            f"{where}: {int((got != expected).sum())} of {got.numel()} pairs differ; first pair {i} (wavelength "
-            f"2π/θ = {wavelength:.0f} tokens) you marked {said}, but Llama 3 has it {truth}. The bands are "
-            f"λ < L0/high_freq_factor = {L0 / high:g} (kept), λ > L0/low_freq_factor = {L0 / low:g} (divided), "
-            "blended in between."
+            f"{where}: {int((got != expected).sum())} of {got.numel()} pairs differ; first pair {i} "
+            f"(wavelength 2π/θ = {wavelength:.0f} tokens) you marked {said}, but Llama 3 has it {truth}. The "
+            f"bands are λ < L0/high_freq_factor = {L0 / high:g} (kept), λ > L0/low_freq_factor = "
+            f"{L0 / low:g} (divided), blended in between."
         )
     passed(exercise)

@@ -1,4 +1,5 @@
-"""Self-check for the warm-up exercise of lessons/00_start_here.ipynb: how every self-check in the workbook behaves."""
+"""Self-check for the warm-up exercise of lessons/00_start_here.ipynb: how every self-check in the workbook
+behaves."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ __all__ = ["check_row_sums"]
 
 
 def check_row_sums(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Check `fn(x)` returns the sum of each row of a (..., C) tensor, i.e. `x.sum(dim=-1)`, keeping the dtype.
+    """Check `fn(x)` returns the sum of each row of a (..., C) tensor, i.e. `x.sum(dim=-1)`, keeping the
+    dtype.
 
     Raises:
         ExerciseNotFinished: `fn` still raises NotImplementedError.
@@ -25,7 +27,8 @@ def check_row_sums(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         got = student_call(exercise, fn, x.clone())
         if not isinstance(got, torch.Tensor):
             raise CheckFailed(
-                f"{exercise}: for an input of shape {shape} you returned a {type(got).__name__}, expected a tensor"
+                f"{exercise}: for an input of shape {shape} you returned a {type(got).__name__}, expected a "
+                "tensor"
             )
         check_tensor(f"{exercise}, input of shape {shape}", got, x.sum(dim=-1), atol=1e-6, rtol=1e-6)
     passed(exercise)

@@ -127,7 +127,8 @@ def test_pick_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (
             always_one,
-            r"budget=47 units: got every_n_layers=1 \(keeps 16 units, recomputes 16 of 16 layers\), expected 16",
+            r"budget=47 units: got every_n_layers=1 \(keeps 16 units, recomputes 16 of 16 layers\), expected "
+            r"16",
         ),
         (floor_pick, r"L=10, a=3, budget=22 units: got every_n_layers=2 .*expected 3"),
         (never_none, r"budget=48 units: got every_n_layers=16 .*expected None"),

@@ -1,4 +1,5 @@
-"""The chunking self-checks pass the reference, fail typical wrong answers in plain words, and spot unfinished work."""
+"""The chunking self-checks pass the reference, fail typical wrong answers in plain words, and spot unfinished
+work."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def not_started(*args: object) -> torch.Tensor:
     raise NotImplementedError
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exercise 1: my_apply_chunking
 
 
@@ -95,11 +96,13 @@ def test_check_my_chunking_passes_the_reference_with_one_line(capsys: pytest.Cap
     [
         (
             chunking_along_the_wrong_dim,
-            r"chunks of 2 along dim 1: call 0 of forward_fn got a chunk of shape \(2, 8, 3\), expected \(2, 2, 3\): slice every input along chunk_dim=1",
+            r"chunks of 2 along dim 1: call 0 of forward_fn got a chunk of shape \(2, 8, 3\), expected \(2, "
+            r"2, 3\): slice every input along chunk_dim=1",
         ),
         (
             concatenating_along_dim_0,
-            r"output shape is \(8, 2, 3\), expected \(2, 8, 3\): concatenate the chunk outputs along chunk_dim=1",
+            r"output shape is \(8, 2, 3\), expected \(2, 8, 3\): concatenate the chunk outputs along "
+            r"chunk_dim=1",
         ),
         (one_chunk_too_few, r"call 0 of forward_fn got a chunk of shape \(2, 3, 3\), expected \(2, 2, 3\)"),
         (
@@ -108,7 +111,8 @@ def test_check_my_chunking_passes_the_reference_with_one_line(capsys: pytest.Cap
         ),
         (
             chunking_only_the_first_input,
-            r"forward_fn got pieces of shapes \(2, 3, 3\) and \(2, 6, 5\) in one call: chunk every input tensor the same way",
+            r"forward_fn got pieces of shapes \(2, 3, 3\) and \(2, 6, 5\) in one call: chunk every input "
+            r"tensor the same way",
         ),
         (
             reversed_order,
@@ -116,7 +120,8 @@ def test_check_my_chunking_passes_the_reference_with_one_line(capsys: pytest.Cap
         ),
         (
             crashing_on_zero,
-            r"chunk_size=0 \(no chunking\): call 0 of forward_fn got a chunk of shape \(2, 1, 3\), expected \(2, 8, 3\): chunk_size=0 means no chunking",
+            r"chunk_size=0 \(no chunking\): call 0 of forward_fn got a chunk of shape \(2, 1, 3\), expected "
+            r"\(2, 8, 3\): chunk_size=0 means no chunking",
         ),
     ],
 )
@@ -138,7 +143,7 @@ def test_check_my_chunking_says_when_nothing_is_returned() -> None:
         check_my_chunking(returns_nothing)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exercise 2: my_query_chunked_attention
 
 
@@ -183,7 +188,8 @@ def test_check_my_query_chunked_attention_passes_the_solution(capsys: pytest.Cap
         ),
         (
             not_chunking_at_all,
-            r"chunk_size=4: peak memory was \d+ KiB, at least one full \(B, H, T, S\) score matrix \(64 KiB\)",
+            r"chunk_size=4: peak memory was \d+ KiB, at least one full "
+            r"\(B, H, T, S\) score matrix \(64 KiB\)",
         ),
     ],
 )
@@ -199,7 +205,7 @@ def test_check_my_query_chunked_attention_spots_an_unfinished_exercise() -> None
         check_my_query_chunked_attention(not_started)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exercise 3: my_chunked_checkpointed_ffn
 
 
@@ -236,7 +242,8 @@ def test_check_my_chunked_checkpointed_ffn_passes_the_solution(capsys: pytest.Ca
     [
         (
             chunked_only,
-            r"training peak \(forward \+ backward\) was \d+ KiB, \d+% of the plain block's \d+ KiB, expected under 50%",
+            r"training peak \(forward \+ backward\) was \d+ KiB, \d+% of the plain block's \d+ KiB, expected "
+            r"under 50%",
         ),
         (checkpoint_around_the_chunked_call, r"training peak .* checkpoint each chunk's call"),
         (detached, r"the output does not require grad"),

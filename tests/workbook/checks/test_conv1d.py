@@ -1,6 +1,7 @@
-"""Tests for reference_impl.workbook.checks.conv1d: each self-check passes the reference and fails, in plain words, on the
-mistakes students make (the transpose forgotten on square and non-square layers, the bias dropped, the output
-left flat, a layer aliasing the original's storage), and reports an unfinished exercise as such.
+"""Tests for reference_impl.workbook.checks.conv1d: each self-check passes the reference and fails, in plain
+words, on the mistakes students make (the transpose forgotten on square and non-square layers, the bias
+dropped, the output left flat, a layer aliasing the original's storage), and reports an unfinished exercise as
+such.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from reference_impl.workbook.checks.conv1d import (
     check_find_untransposed,
 )
 
-# ------------------------------------------------------------------------------------- exercise 1: the forward
+# ------------------------------------------------------------------------------------- exercise 1: the
+# forward
 
 
 def reference_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -102,7 +104,8 @@ def test_forward_check_reports_an_unfinished_exercise() -> None:
         check_conv1d_forward(unfinished)
 
 
-# ------------------------------------------------------------------------------------ exercise 2: the conversion
+# ------------------------------------------------------------------------------------ exercise 2: the
+# conversion
 
 
 def manual_conversion(conv: Conv1D) -> nn.Linear:
@@ -219,7 +222,8 @@ def test_conversion_check_reports_an_unfinished_exercise() -> None:
         check_conv1d_to_linear(unfinished)
 
 
-# ---------------------------------------------------------------------- exercise 3: find the untransposed layer
+# ---------------------------------------------------------------------- exercise 3: find the untransposed
+# layer
 
 
 def reference_find_untransposed(model: nn.Module, checkpoint: dict[str, torch.Tensor]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Tests of reference_impl/workbook/checks/_core.py: the plain-words messages every exercise self-check is built from."""
+"""Tests of reference_impl/workbook/checks/_core.py: the plain-words messages every exercise self-check is
+built from."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 
-# --- first_difference / check_tensor: shape, then dtype, then the first element ---------------------------------
+# --- first_difference / check_tensor: shape, then dtype, then the first element
+# ---------------------------------
 
 
 def test_equal_tensors_have_no_difference() -> None:
@@ -98,7 +100,8 @@ def test_check_failed_is_an_assertion_error_and_not_finished_is_not() -> None:
     assert not issubclass(ExerciseNotFinished, NotImplementedError)
 
 
-# --- student_call: NotImplementedError becomes ExerciseNotFinished, naming the exercise --------------------------
+# --- student_call: NotImplementedError becomes ExerciseNotFinished, naming the exercise
+# --------------------------
 
 
 def test_student_call_returns_what_the_student_code_returns() -> None:
@@ -137,7 +140,8 @@ def test_other_errors_from_student_code_pass_through_unchanged() -> None:
         student_call("broken", broken, torch.ones(2))
 
 
-# --- passed: exactly one fixed line ----------------------------------------------------------------------------
+# --- passed: exactly one fixed line
+# ----------------------------------------------------------------------------
 
 
 def test_success_prints_exactly_one_fixed_line(capsys: pytest.CaptureFixture[str]) -> None:

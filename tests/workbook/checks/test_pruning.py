@@ -1,4 +1,5 @@
-"""The lesson-05 self-checks pass the reference, name the classic mistakes, and tell 'not started' from 'wrong'."""
+"""The lesson-05 self-checks pass the reference, name the classic mistakes, and tell 'not started' from
+'wrong'."""
 
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ def test_check_heads_to_prune_passes_the_reference(capsys) -> None:
         (heads_including_nan, r"head 0 of layer 0 is pruned already \(nan\); never choose it"),
         (
             heads_most_important,
-            r"budget 3: got \{0: \[0\], 1: \[1, 3\]\}, expected the least important heads \{0: \[1\], 1: \[0, 2\]\}",
+            r"budget 3: got \{0: \[0\], 1: \[1, 3\]\}, expected the least important heads \{0: \[1\], 1: "
+            r"\[0, 2\]\}",
         ),
         (lambda imp, n: select_heads_to_prune(imp, max(n - 1, 0)), r"chose 2 heads .* expected 3"),
         (lambda imp, n: [0, 1], r"expected a dict \{layer: \[heads\]\}, got list"),

@@ -1,4 +1,5 @@
-"""The RoPE lesson's self-checks pass the reference, fail typical wrong answers in plain words, and spot stubs."""
+"""The RoPE lesson's self-checks pass the reference, fail typical wrong answers in plain words, and spot
+stubs."""
 
 from __future__ import annotations
 
