@@ -83,7 +83,25 @@ COMPILED_CKPT: dict[str, tuple[str | None, str, str]] = {
 }
 
 
+#: The compiled contenders measured per model by default: each one is a compilation of its own (tens of seconds
+#: on the H200 even with warm caches), so the larger models get fewer, to fit one 10-minute device call.
+PLAN: dict[str, tuple[str, ...]] = {
+    "gpt2_small": (
+        "compiled_b1.0",
+        "compiled_b0.2",
+        "compiled_b0.05",
+        "compiled_ckpt_k1",
+        "compiled_selective_k1",
+    ),
+    "llama_16x1024": ("compiled_b1.0", "compiled_b0.2", "compiled_ckpt_k1", "compiled_selective_k1"),
+    "gpt2_medium": ("compiled_b1.0", "compiled_ckpt_k1"),
+}
+#: Eager contenders left out by default on the larger models (slow, and measured before or on GPT-2 small).
+SKIP_UNLESS_SMALL = ("save_on_cpu_all", "ours_sqrt_nre")
+
+
 def compiled_keys(budgets: tuple[float, ...]) -> list[str]:
+    """Every compiled contender for a budget sweep (1.0 and `budgets`)."""
     return ["compiled_b1.0", *(f"compiled_b{b}" for b in budgets), *COMPILED_CKPT]
 
 
@@ -172,6 +190,8 @@ def contenders(
     budgets: tuple[float, ...],
     backend: str,
     compiled_only: bool = False,
+    compiled: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
 ) -> Contenders:
     family, cfg, batch, seq = spec
     c = Contenders(family, cfg, batch, seq, device, backend)
@@ -249,7 +269,7 @@ def contenders(
             label="ours: sqrt(L) segments, inputs to host (side stream)",
             short="sqrt segments",
         )
-    for key in compiled_keys(budgets):
+    for key in compiled_keys(budgets) if compiled is None else compiled:
         if key in COMPILED_CKPT:
             policy, label, short = COMPILED_CKPT[key]
             group = "compiled_ckpt" if policy is None else "compiled_selective"
@@ -258,6 +278,9 @@ def contenders(
             b = float(key[len("compiled_b") :])
             label = "torch.compile, no checkpointing" if b == 1.0 else f"torch.compile, memory budget {b}"
             c.add_compiled(key, b, False, group="compiled_budget", label=label, short=f"budget {b}")
+    for key in skip:
+        c.fns.pop(key, None)
+        c.meta.pop(key, None)
     return c
 
 
@@ -267,9 +290,11 @@ def measure_model(
     rounds: int,
     budgets: tuple[float, ...],
     backend: str,
+    compiled: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     family, cfg, batch, seq = spec
-    c = contenders(spec, device, budgets, backend)
+    c = contenders(spec, device, budgets, backend, compiled=compiled, skip=skip)
     c.fns["none"]()  # allocates the gradients, so the peaks below are above model + gradients
     results: dict[str, dict[str, Any]] = {}
     for key, fn in c.fns.items():
@@ -303,11 +328,13 @@ def measure_model(
     }
 
 
-def warm(specs: dict[str, Any], device: str, budgets: tuple[float, ...], backend: str) -> dict[str, Any]:
+def warm(
+    specs: dict[str, Any], device: str, budgets: tuple[float, ...], backend: str, compiled: Any
+) -> dict[str, Any]:
     """Compile every compiled contender once (cold caches): the compile times a first user pays."""
     out = {}
     for name, spec in specs.items():
-        c = contenders(spec, device, budgets, backend, compiled_only=True)
+        c = contenders(spec, device, budgets, backend, compiled_only=True, compiled=compiled(name))
         out[name] = {k: m["compile_s"] for k, m in c.meta.items()}
         del c
         if device == "cuda":
@@ -357,15 +384,30 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-only", action="store_true", help="compile the compiled contenders once, record times"
     )
     parser.add_argument("--cold", type=Path, nargs="*", default=[], help="--warm-only outputs to merge")
+    parser.add_argument(
+        "--compiled",
+        nargs="*",
+        help="compiled contender keys (default: PLAN per model, every key for --tiny)",
+    )
+    parser.add_argument("--all-eager", action="store_true", help=f"also {SKIP_UNLESS_SMALL} on every model")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     specs = TINY if args.tiny else {k: v for k, v in MODELS.items() if not k.endswith("_b16")}
-    if args.models:
-        specs = {k: v for k, v in specs.items() if k in args.models}
+    if args.models:  # in the order given: the most wanted first, in case the run is cut short
+        specs = {k: specs[k] for k in args.models if k in specs}
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     setup_compiler()
     budgets = tuple(b for b in args.budgets if b != 1.0)
+
+    def compiled(name: str) -> tuple[str, ...] | None:
+        if args.compiled is not None:
+            return tuple(args.compiled)
+        return None if args.tiny else PLAN.get(name)
+
+    def skip(name: str) -> tuple[str, ...]:
+        return () if args.tiny or args.all_eager or name == "gpt2_small" else SKIP_UNLESS_SMALL
+
     command = "python benchmarks/bench_checkpointing_front.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -373,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         cold = {
             "machine": machine_info(),
             "command": command,
-            "compile_s_cold": warm(specs, args.device, budgets, args.backend),
+            "compile_s_cold": warm(specs, args.device, budgets, args.backend, compiled),
         }
         args.out.write_text(json.dumps(cold, indent=1))
         print(json.dumps(cold["compile_s_cold"], indent=1))
@@ -389,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": "every transformers point dominated (no more memory, no more time); compiled selective within "
         "1.05x of the budget sweep's time at equal memory",
         "backend": args.backend,
-        "budgets": [1.0, *budgets],
+        "compiled_plan": {name: list(compiled(name) or compiled_keys(budgets)) for name in specs},
         "models": {},
     }
     cold: dict[str, dict[str, float]] = {}
@@ -402,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     for name, spec in specs.items():
         print(f"measuring {name}", flush=True)
-        m = measure_model(spec, args.device, args.rounds, budgets, args.backend)
+        m = measure_model(spec, args.device, args.rounds, budgets, args.backend, compiled(name), skip(name))
         for key, seconds in cold.get(name, {}).items():
             if key in m["results"]:
                 m["results"][key]["compile_s_cold"] = seconds
+        m["eager_left_out"] = list(skip(name))
         record["models"][name] = m
         args.out.write_text(json.dumps(record, indent=1, default=str))  # each model as soon as it is done
         if args.device == "cuda":
