@@ -126,6 +126,7 @@ class Contenders:
         self.autocast = torch.autocast(device_type=device, dtype=torch.bfloat16)
         self.fns: dict[str, Callable[[], None]] = {}
         self.meta: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, str] = {}
 
     def step(self, model: Any) -> None:
         with self.autocast:
@@ -152,6 +153,14 @@ class Contenders:
         self.meta[key] = meta
 
     def add_compiled(self, key: str, budget: float, ckpt: str | bool | None, **meta: Any) -> None:
+        try:
+            self._add_compiled(key, budget, ckpt, **meta)
+        except Exception as exc:  # recorded as failed, not measured
+            self.failed[key] = f"{type(exc).__name__}: {exc}"[:500]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _add_compiled(self, key: str, budget: float, ckpt: str | bool | None, **meta: Any) -> None:
         model = self.twin()
         if ckpt is not False:
             kwargs = {"use_reentrant": False} if ckpt is None else selective_checkpoint_kwargs(ckpt)
@@ -297,8 +306,13 @@ def measure_model(
     c = contenders(spec, device, budgets, backend, compiled=compiled, skip=skip)
     c.fns["none"]()  # allocates the gradients, so the peaks below are above model + gradients
     results: dict[str, dict[str, Any]] = {}
-    for key, fn in c.fns.items():
-        results[key] = {**c.meta[key], "peak_bytes": _peak_bytes(fn, device)}
+    failed: dict[str, str] = dict(c.failed)
+    for key, fn in list(c.fns.items()):
+        try:
+            results[key] = {**c.meta[key], "peak_bytes": _peak_bytes(fn, device)}
+        except Exception as exc:  # one broken contender must not cost the others their measurement
+            failed[key] = f"{type(exc).__name__}: {exc}"[:500]
+            del c.fns[key]
     for key, seconds in side_by_side_seconds(c.fns, rounds=rounds, warmup=1).items():
         results[key]["median_s"] = seconds
     # One extra forward of every layer: the body's forward under no_grad and the same autocast.
@@ -325,6 +339,7 @@ def measure_model(
         "results": results,
         "dominance": dominance(results),
         "selective_vs_budget": selective_vs_budget(results),
+        "failed": failed,
     }
 
 
@@ -336,6 +351,7 @@ def warm(
     for name, spec in specs.items():
         c = contenders(spec, device, budgets, backend, compiled_only=True, compiled=compiled(name))
         out[name] = {k: m["compile_s"] for k, m in c.meta.items()}
+        out[name].update({k: f"failed: {e}" for k, e in c.failed.items()})
         del c
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -359,6 +375,8 @@ def print_table(record: dict[str, Any]) -> None:
                 f"{key:24s} {r['mem_ratio']:6.3f} {r['time_ratio']:6.2f} {r.get('compile_s', 0):10.1f} "
                 f"{r.get('compile_s_cold') or 0:7.1f} {saved / MiB if saved else 0:9.0f}"
             )
+        for fk, err in m["failed"].items():
+            print(f"  FAILED {fk}: {err[:200]}")
         for tk, d in m["dominance"].items():
             print(f"  {tk:18s} -> {d['by'] + ': ' if d['by'] else ''}{d['why']}")
         for sk, d in m["selective_vs_budget"].items():
@@ -446,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {name}", flush=True)
         m = measure_model(spec, args.device, args.rounds, budgets, args.backend, compiled(name), skip(name))
         for key, seconds in cold.get(name, {}).items():
-            if key in m["results"]:
+            if key in m["results"] and isinstance(seconds, (int, float)):
                 m["results"][key]["compile_s_cold"] = seconds
         m["eager_left_out"] = list(skip(name))
         record["models"][name] = m
