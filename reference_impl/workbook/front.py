@@ -122,7 +122,7 @@ def selective_vs_budget(results: dict[str, dict[str, Any]]) -> dict[str, dict[st
 
 
 def plot_front(
-    model: dict[str, Any], title: str | None = None, ax: Any = None, time_limit: float = 2.2
+    model: dict[str, Any], title: str | None = None, ax: Any = None, time_limit: float = 2.6
 ) -> Any:
     """Draw one model's front: step time against activation peak, both relative to the eager step without
     checkpointing, every contender labelled in words, the budget sweep joined by a line, and the one-extra-forward
@@ -141,7 +141,7 @@ def plot_front(
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 5.5))
+        fig, ax = plt.subplots(figsize=(11, 5.5))
     else:
         fig = ax.figure
     results = model["results"]
@@ -187,6 +187,7 @@ def plot_front(
     ax.set_xlim(0, max(1.05, max(r["mem_ratio"] for r in results.values()) * 1.05))
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
