@@ -1,7 +1,7 @@
 """Tests for reference_impl.checkpoint_compiled: selective contexts under torch.compile, the memory budget, host offload.
 
-Every variant is checked the way PyTorch checks checkpointing: loss, input gradient and every parameter gradient
-equal the unchecked step's. Eager variants run the same arithmetic and are compared bitwise; compiled variants may
+Every variant is checked the way PyTorch checks checkpointing: the loss and every parameter gradient (the input is
+token ids) equal the unchecked step's. Eager variants run the same arithmetic and are compared bitwise; compiled may
 fuse and reorder float32 arithmetic, so they are compared with rtol=1e-5, atol=1e-6 (aot_eager keeps torch's
 kernels; the tolerance allows for reordered reductions).
 """
