@@ -98,6 +98,48 @@ def _checkpointing(r: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _checkpointing_front(r: dict[str, Any]) -> list[Row]:
+    """Per model and per transformers point: the cheapest contender that dominates it, or "none" and why."""
+    out: list[Row] = []
+    for name, m in r["models"].items():
+        res = m["results"]
+        shape = f"{name} {m['batch']}x{m['seq']}"
+        for tk, d in m["dominance"].items():
+            t = res[tk]
+            if d["by"] is not None:
+                b = res[d["by"]]
+                compile_note = (
+                    f"; compile {b['compile_s']:.0f} s, {b['compile_s_cold']:.0f} s cold"
+                    if "compile_s" in b
+                    else ""
+                )
+                measured = f"dominated by {d['why']}{compile_note}"
+            else:
+                measured = d["why"]
+            out.append(
+                (
+                    f"checkpointing front, {shape}: {t['label']} ({t['mem_ratio']:.3f} mem, {t['time_ratio']:.2f}x)",
+                    measured,
+                    "a contender with no more memory and no more time",
+                    _verdict(d["by"] is not None),
+                )
+            )
+        for sk, d in m["selective_vs_budget"].items():
+            note = ", beyond the sweep's memory range" if d["extrapolated"] else ""
+            out.append(
+                (
+                    f"checkpointing front, {shape}: {res[sk]['label']}, time / budget sweep's at equal memory",
+                    f"{d['time_vs_budget']:.3f} ({res[sk]['mem_ratio']:.3f} mem at {res[sk]['time_ratio']:.2f}x; "
+                    f"sweep {d['budget_time_ratio']:.2f}x{note})",
+                    "<= 1.05",
+                    _verdict(d["time_vs_budget"] <= 1.05),
+                )
+            )
+    for name, why in r.get("not_measured", {}).items():
+        out.append((f"checkpointing front, {name}", f"not measured: {why}", "measured", "**no**"))
+    return out
+
+
 def _rope(r: dict[str, Any]) -> list[Row]:
     return [
         (
@@ -152,6 +194,7 @@ EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "conv1d": _conv1d,
     "chunking": _chunking,
     "checkpointing": _checkpointing,
+    "checkpointing_front": _checkpointing_front,
     "rope": _rope,
     "attention": _attention,
     "pruning": _pruning,
@@ -159,7 +202,11 @@ EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
 
 
 def extractor_for(stem: str) -> Callable[[dict[str, Any]], list[Row]] | None:
-    return EXTRACTORS.get(stem.split("_", 1)[0])
+    """The extractor whose key is the longest prefix of `stem` ending at an underscore (or all of it)."""
+    for key in sorted(EXTRACTORS, key=len, reverse=True):
+        if stem == key or stem.startswith(key + "_"):
+            return EXTRACTORS[key]
+    return None
 
 
 def table() -> str:

@@ -47,12 +47,14 @@ __all__ = [
     "ATTENTION_OPS",
     "MATMUL_OPS",
     "POLICIES",
+    "SELECTIVE_POLICIES",
     "SaveOutputsOf",
     "Segment",
     "checkpointed_region",
     "inside_checkpoint",
     "plan_layers",
     "segment_size",
+    "selective_context_fn",
 ]
 
 _aten = torch.ops.aten
@@ -112,6 +114,26 @@ class SaveOutputsOf:
 
     def __call__(self, ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
         return CheckpointPolicy.MUST_SAVE if op in self.ops else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+#: Selective policy name -> the ops whose outputs it saves (every other op of a checkpointed layer is recomputed).
+SELECTIVE_POLICIES: dict[str, frozenset[Any]] = {
+    "selective": MATMUL_OPS | ATTENTION_OPS,
+    "selective_attention": ATTENTION_OPS,
+}
+
+
+def selective_context_fn(policy: str = "selective") -> Callable[[], Any]:
+    """The `context_fn` of `torch.utils.checkpoint.checkpoint` for a selective policy, eager or under torch.compile.
+
+    Raises:
+        ValueError: `policy` is not a key of `SELECTIVE_POLICIES`.
+    """
+    if policy not in SELECTIVE_POLICIES:
+        raise ValueError(
+            f"policy={policy!r} is not a selective policy; expected one of {sorted(SELECTIVE_POLICIES)}"
+        )
+    return functools.partial(create_selective_checkpoint_contexts, SaveOutputsOf(SELECTIVE_POLICIES[policy]))
 
 
 def segment_size(num_layers: int) -> int:
@@ -238,9 +260,7 @@ def plan_layers(
                 "saved-tensor hooks, which the reentrant variant does not use); got "
                 f"gradient_checkpointing_kwargs={ckpt_kwargs!r}"
             )
-        ops = MATMUL_OPS | ATTENTION_OPS if policy == "selective" else ATTENTION_OPS
-        context_fn = functools.partial(create_selective_checkpoint_contexts, SaveOutputsOf(ops))
-        func = functools.partial(checkpoint, context_fn=context_fn, **ckpt_kwargs)
+        func = functools.partial(checkpoint, context_fn=selective_context_fn(policy), **ckpt_kwargs)
         return [(flag, func) for flag in chosen]
     # policy == "sqrt"
     if every_n_layers != 1:
