@@ -74,7 +74,13 @@ class CapstoneConfig:
     pruned_heads: dict[int, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")
@@ -83,7 +89,9 @@ class CapstoneConfig:
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
             )
         if self.chunk_size_feed_forward < 0:
-            raise ValueError(f"chunk_size_feed_forward={self.chunk_size_feed_forward} must be >= 0 (0 = no chunks)")
+            raise ValueError(
+                f"chunk_size_feed_forward={self.chunk_size_feed_forward} must be >= 0 (0 = no chunks)"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -232,7 +240,9 @@ class CapstoneDecoderLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         if position_embeddings is None:
             raise ValueError("position_embeddings=None: pass the (cos, sin) of the model's rotary_emb")
-        attn_output, _ = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask)
+        attn_output, _ = self.self_attn(
+            self.input_layernorm(hidden_states), position_embeddings, attention_mask
+        )
         hidden_states = hidden_states + attn_output  # (B, T, C)
         ff_output = apply_chunking_to_forward(
             self.feed_forward_chunk, self.chunk_size_feed_forward, self.seq_len_dim, hidden_states
@@ -295,6 +305,11 @@ class CapstoneForCausalLM(nn.Module):
         self.model = CapstoneModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.apply(self._init_weights)
+
+    @property
+    def base_model(self) -> CapstoneModel:
+        """The model without its head, under transformers' name (`reference_impl.pruning_heads` finds layers there)."""
+        return self.model
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) for projections and embeddings, as transformers' Llama initialises."""

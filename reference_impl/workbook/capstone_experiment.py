@@ -1,0 +1,271 @@
+r"""The capstone's task, training loop and measurements: what lessons/08_capstone.ipynb runs on the shipped model.
+
+The task is key-value recall (an induction task): a sequence of random symbols in which `NUM_PAIRS` keys stand
+each right before a value, and which ends with the same keys again, in another order. At each of those last
+positions the model must name the value that followed that key earlier:
+
+    ... 7 K2 19 3 11 K0 5 ... 0 K1 23 ...   K0 K2 K1 ...        labels: 5, 19, 23, ... at the last positions
+                                                                (every other position carries no label)
+
+Two attention steps solve it: a head that looks one position back (so that a value "knows" the key before it),
+and a head that finds the earlier copy of the current key, wherever it is (an induction head). The first needs
+relative position 1 exactly, the second needs the match to survive any distance. The model is trained at length
+`TRAINED_LENGTH` only (`scripts/train_capstone_model.py`), then asked to do the same at 2, 4 and 8 times that
+length with each RoPE scaling rule (`length_extension`). Shape letters: B batch, T positions, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reference_impl.workbook.capstone import CapstoneConfig, CapstoneForCausalLM
+
+__all__ = [
+    "CHECKPOINT",
+    "FINETUNED_CHECKPOINT",
+    "IGNORE_INDEX",
+    "NUM_KEYS",
+    "NUM_PAIRS",
+    "RULES",
+    "TRAINED_LENGTH",
+    "VOCAB_SIZE",
+    "evaluate",
+    "finetune_at_length",
+    "new_model",
+    "save_capstone_model",
+    "with_rope",
+    "length_extension",
+    "load_capstone_model",
+    "rope_parameters_for",
+    "scaled_config",
+    "task_accuracy",
+    "task_batch",
+    "task_loss",
+    "train",
+]
+
+#: Symbols 0 .. V-1: values (and filler) are 0 .. V - NUM_KEYS - 1, keys the last NUM_KEYS symbols.
+VOCAB_SIZE = 32
+#: Distinct key symbols.
+NUM_KEYS = 8
+#: Key-value pairs per sequence, each asked for once at the end.
+NUM_PAIRS = 4
+#: The length every training sequence has (L0 for the scaling rules).
+TRAINED_LENGTH = 32
+#: The label of positions that ask nothing (cross-entropy skips them).
+IGNORE_INDEX = -100
+#: RoPE's base b for the capstone: small, so that within L0 positions the fast pairs turn many times and the slow
+#: pairs less than once, the proportions a Llama with b = 10^4 and L0 = 4096 has.
+ROPE_THETA = 100.0
+
+#: The scaling rules compared, with the extra keys each needs (the factor s and L0 are filled in).
+RULES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "linear": {},
+    "dynamic": {},
+    "yarn": {},
+    "llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
+}
+
+_DATA = Path(__file__).resolve().parent / "data"
+#: The shipped weights (trained at TRAINED_LENGTH), and those after a short fine-tune at 4x with linear scaling.
+CHECKPOINT = _DATA / "capstone_tiny_llama"
+FINETUNED_CHECKPOINT = _DATA / "capstone_tiny_llama_pi4x"
+
+
+def task_batch(
+    batch_size: int, length: int, generator: torch.Generator, num_pairs: int = NUM_PAIRS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-value recall sequences: input_ids (B, T) and labels (B, T), `IGNORE_INDEX` except at the last
+    `num_pairs` positions, where a key is asked for again and the label is the value that followed it.
+
+    The pairs sit at random even offsets of the first T - num_pairs positions, so a key can be anywhere from
+    num_pairs to T - 1 positions before its question. Deterministic for a seeded `generator`.
+    """
+    n_values = VOCAB_SIZE - NUM_KEYS
+    n_slots = (length - num_pairs) // 2
+    if not 1 <= num_pairs <= min(NUM_KEYS, n_slots):
+        raise ValueError(
+            f"num_pairs={num_pairs} pairs do not fit: expected 1 <= num_pairs <= min({NUM_KEYS} keys, "
+            f"{n_slots} slots of 2 in length={length} - num_pairs)"
+        )
+    B, P = batch_size, num_pairs
+    rows = torch.arange(B)[:, None]  # (B, 1)
+    input_ids = torch.randint(0, n_values, (B, length), generator=generator)  # (B, T) filler and values
+    keys = (
+        torch.rand(B, NUM_KEYS, generator=generator).argsort(dim=1)[:, :P] + n_values
+    )  # (B, P) distinct keys
+    slots = (
+        torch.rand(B, n_slots, generator=generator).argsort(dim=1)[:, :P] * 2
+    )  # (B, P) where each key stands
+    values = input_ids[rows, slots + 1]  # (B, P) the symbol right after each key
+    input_ids[rows, slots] = keys
+    order = torch.rand(B, P, generator=generator).argsort(dim=1)  # (B, P) the order of the questions
+    input_ids[:, length - P :] = keys.gather(1, order)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[:, length - P :] = values.gather(1, order)
+    return input_ids, labels
+
+
+def task_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the positions that have a target."""
+    input_ids, labels = batch
+    logits = model(input_ids)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over the positions that have a target, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        input_ids, labels = batch
+        logits = model(input_ids)  # (B, T, V)
+        keep = labels != IGNORE_INDEX
+        accuracy = (logits.argmax(-1)[keep] == labels[keep]).float().mean().item()
+        loss = F.cross_entropy(logits[keep], labels[keep]).item()
+    finally:
+        model.train(was_training)
+    return accuracy, loss
+
+
+def task_accuracy(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Fraction of targets the model names (argmax), in eval mode."""
+    return evaluate(model, batch)[0]
+
+
+def train(
+    model: torch.nn.Module,
+    steps: int,
+    length: int = TRAINED_LENGTH,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    warmup: int = 50,
+) -> list[float]:
+    """AdamW with linear warm-up and cosine decay on fresh random batches; returns the loss of every step.
+
+    Deterministic on one thread for a given seed (the batches come from their own generator).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = task_loss(model, task_batch(batch_size, length, generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses
+
+
+def rope_parameters_for(
+    rule: str, factor: float, original: int = TRAINED_LENGTH, theta: float = ROPE_THETA
+) -> tuple[dict[str, Any], int]:
+    """`(rope_parameters, max_position_embeddings)` that stretch a model trained at `original` by `factor`.
+
+    For "dynamic", `max_position_embeddings` stays `original` (dynamic NTK grows its base past it at run time);
+    for the others it is `factor * original`, with `original_max_position_embeddings = original`. A factor of 1
+    with any rule, and the rule "default", give plain RoPE.
+    """
+    if rule not in RULES:
+        raise KeyError(f"rule={rule!r} is not one of {list(RULES)}")
+    if factor < 1:
+        raise ValueError(f"factor={factor} must be >= 1 (the new length over the trained one)")
+    if rule == "default" or factor == 1:
+        return {"rope_type": "default", "rope_theta": theta}, original
+    params: dict[str, Any] = {"rope_type": rule, "rope_theta": theta, "factor": float(factor), **RULES[rule]}
+    if rule == "dynamic":
+        return params, original
+    params["original_max_position_embeddings"] = original
+    return params, int(factor * original)
+
+
+def scaled_config(config: CapstoneConfig, rule: str, factor: float) -> CapstoneConfig:
+    """A copy of `config` with RoPE stretched by `factor` under `rule` (see `rope_parameters_for`)."""
+    params, max_pos = rope_parameters_for(
+        rule, factor, original=TRAINED_LENGTH, theta=config.rope_parameters.get("rope_theta", ROPE_THETA)
+    )
+    return dataclasses.replace(
+        config, rope_parameters=params, max_position_embeddings=max_pos, pruned_heads={}
+    )
+
+
+def with_rope(model: CapstoneForCausalLM, rule: str, factor: float) -> CapstoneForCausalLM:
+    """The same weights in a model whose RoPE follows `rule` with `factor` (RoPE has no weights to change)."""
+    stretched = CapstoneForCausalLM(scaled_config(model.config, rule, factor))
+    stretched.load_state_dict(model.state_dict())
+    return stretched.eval()
+
+
+def length_extension(
+    model: CapstoneForCausalLM,
+    multiples: Sequence[int] = (1, 2, 4, 8),
+    rules: Iterable[str] = tuple(RULES),
+    batch_size: int = 64,
+    seed: int = 1234,
+) -> dict[str, dict[int, tuple[float, float]]]:
+    """`{rule: {multiple: (accuracy, loss)}}` at length `multiple * TRAINED_LENGTH`, factor s = multiple.
+
+    The same held-out batch per length for every rule, so the rules are compared on the same symbols.
+    """
+    batches = {
+        m: task_batch(batch_size, m * TRAINED_LENGTH, torch.Generator().manual_seed(seed + m))
+        for m in multiples
+    }
+    return {rule: {m: evaluate(with_rope(model, rule, m), batches[m]) for m in multiples} for rule in rules}
+
+
+def save_capstone_model(model: CapstoneForCausalLM, path: Path) -> Path:
+    """Write the config and plain tensors to `path` + ".pt" (small and portable); returns the file."""
+    file = path.with_suffix(".pt")
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    torch.save({"config": dataclasses.asdict(model.config), "state_dict": state}, file)
+    return file
+
+
+def load_capstone_model(path: Path = CHECKPOINT) -> CapstoneForCausalLM:
+    """A model saved by `save_capstone_model` (`path` without suffix), in eval mode, with the RoPE it was saved with."""
+    saved = torch.load(path.with_suffix(".pt"), map_location="cpu", weights_only=True)
+    model = CapstoneForCausalLM(CapstoneConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def new_model(seed: int = 0) -> CapstoneForCausalLM:
+    """The untrained capstone model: `CapstoneConfig()` defaults with base ROPE_THETA, initialised from `seed`."""
+    torch.manual_seed(seed)
+    config = CapstoneConfig(
+        vocab_size=VOCAB_SIZE,
+        max_position_embeddings=TRAINED_LENGTH,
+        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+    )
+    return CapstoneForCausalLM(config)
+
+
+def finetune_at_length(
+    model: CapstoneForCausalLM, rule: str, factor: int, steps: int, seed: int = 1, lr: float = 1e-3
+) -> CapstoneForCausalLM:
+    """A copy of `model` stretched by `factor` under `rule`, trained `steps` steps at `factor` x TRAINED_LENGTH
+    (Position Interpolation's recipe with rule "linear"); returns it in eval mode."""
+    stretched = with_rope(model, rule, factor)
+    train(stretched, steps, length=factor * TRAINED_LENGTH, batch_size=16, lr=lr, seed=seed, warmup=10)
+    return stretched.eval()
