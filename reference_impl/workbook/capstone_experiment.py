@@ -38,17 +38,17 @@ __all__ = [
     "VOCAB_SIZE",
     "evaluate",
     "finetune_at_length",
-    "new_model",
-    "save_capstone_model",
-    "with_rope",
     "length_extension",
     "load_capstone_model",
+    "new_model",
     "rope_parameters_for",
+    "save_capstone_model",
     "scaled_config",
     "task_accuracy",
     "task_batch",
     "task_loss",
     "train",
+    "with_rope",
 ]
 
 #: Symbols 0 .. V-1: values (and filler) are 0 .. V - NUM_KEYS - 1, keys the last NUM_KEYS symbols.
