@@ -36,14 +36,18 @@ __all__ = [
     "RULES",
     "TRAINED_LENGTH",
     "VOCAB_SIZE",
+    "attention_entropy",
     "evaluate",
     "finetune_at_length",
+    "layer_saved_bytes",
     "length_extension",
     "load_capstone_model",
     "new_model",
+    "prune_greedily",
     "rope_parameters_for",
     "save_capstone_model",
     "scaled_config",
+    "step_memory",
     "task_accuracy",
     "task_batch",
     "task_loss",
@@ -269,3 +273,118 @@ def finetune_at_length(
     stretched = with_rope(model, rule, factor)
     train(stretched, steps, length=factor * TRAINED_LENGTH, batch_size=16, lr=lr, seed=seed, warmup=10)
     return stretched.eval()
+
+
+def step_memory(
+    config: CapstoneConfig, batch_size: int, length: int, policy: str | None = None, seed: int = 0
+) -> tuple[int, int]:
+    """Exact bytes of one training step of a fresh model: (kept for backward after the forward, peak of the step).
+
+    Counted by `PeakMemory` from the forward's first op to the end of backward; the parameters (which exist before)
+    are not counted, their gradients are. `policy` is passed to `set_gradient_checkpointing` (None: off).
+    """
+    from reference_impl.checkpointing import set_gradient_checkpointing
+    from reference_impl.workbook.measure import PeakMemory
+
+    torch.manual_seed(seed)
+    model = CapstoneForCausalLM(config).train()
+    if policy is not None:
+        set_gradient_checkpointing(model, policy=policy)
+    input_ids, labels = task_batch(batch_size, length, torch.Generator().manual_seed(seed))
+    with PeakMemory(baseline=list(model.parameters())) as mem:
+        logits = model(input_ids)
+        kept = mem.current_bytes - logits.untyped_storage().nbytes()
+        F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX).backward()
+    return kept, mem.peak_bytes
+
+
+def layer_saved_bytes(config: CapstoneConfig, batch_size: int, length: int) -> int:
+    """Bytes one decoder layer saves for backward (`SavedTensors`, each storage once, weights excluded): a·u."""
+    from reference_impl.workbook.measure import SavedTensors
+
+    torch.manual_seed(0)
+    model = CapstoneForCausalLM(config).train()
+    x = torch.randn(batch_size, length, config.hidden_size, requires_grad=True)
+    cos_sin = model.model.rotary_emb(x, torch.arange(length)[None])
+    with SavedTensors(exclude=list(model.parameters())) as saved:
+        model.model.layers[0](x, attention_mask=None, position_embeddings=cos_sin)
+    return saved.unique_bytes
+
+
+def attention_entropy(
+    model: CapstoneForCausalLM, batch: tuple[torch.Tensor, torch.Tensor], positions: str = "asked"
+) -> list[torch.Tensor]:
+    """Mean entropy (nats) of each head's attention, per layer a (H_l,) tensor for the heads it holds (original order).
+
+    `positions="asked"` averages over the positions that ask a question, "all" over every position but the first
+    (which has one key to look at, so entropy 0 whatever the head does).
+
+    Runs the model once with `AttentionEntropyRecorder` registered as its attention (eager weights) for the call.
+    """
+    from reference_impl.attention import AttentionEntropyRecorder, AttentionInterface
+    from reference_impl.masking import AttentionMaskInterface, eager_mask
+    from reference_impl.registry import scoped_registration
+
+    recorder = AttentionEntropyRecorder()
+    config = dataclasses.replace(model.config, attn_implementation="capstone_entropy", pruned_heads={})
+    probe = CapstoneForCausalLM(config)
+    _copy_pruning(model, probe)
+    input_ids, labels = batch
+    with scoped_registration(AttentionInterface, "capstone_entropy", recorder):
+        with scoped_registration(AttentionMaskInterface, "capstone_entropy", eager_mask):
+            with torch.no_grad():
+                probe.eval()(input_ids)
+    if positions not in ("asked", "all"):
+        raise ValueError(f"positions={positions!r} must be 'asked' or 'all'")
+    asked = labels != IGNORE_INDEX  # (B, T)
+    if positions == "all":
+        asked = torch.ones_like(asked)
+        asked[:, 0] = False
+    return [_mean_at(recorder.records[i], asked) for i in range(len(probe.model.layers))]
+
+
+def _mean_at(entropy: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
+    """(B, H, T) entropies averaged over the (b, t) where `asked` (B, T) is True: (H,)."""
+    weights = asked[:, None, :].float()  # (B, 1, T)
+    return (entropy * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2))
+
+
+def _copy_pruning(source: CapstoneForCausalLM, target: CapstoneForCausalLM) -> None:
+    """Give `target` the pruned shapes of `source` (same config otherwise), then its weights."""
+    from reference_impl.pruning_heads import prune_heads
+
+    heads = {
+        i: sorted(a.self_attn.pruned_heads)
+        for i, a in enumerate(source.model.layers)
+        if a.self_attn.pruned_heads
+    }
+    if heads:
+        prune_heads(target, heads)
+    target.load_state_dict(source.state_dict())
+
+
+def prune_greedily(
+    model: CapstoneForCausalLM,
+    score_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    eval_batch: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+) -> list[dict[str, Any]]:
+    """Prune one head at a time, the least important by `head_importance` recomputed on the pruned model.
+
+    Returns one row per state, the unpruned one first: `{"pruned": {layer: heads}, "accuracy", "loss",
+    "parameters"}`. Changes `model` in place.
+    """
+    from reference_impl.pruning_heads import prune_heads, pruned_heads_of
+    from reference_impl.pruning_importance import head_importance, select_heads_to_prune
+
+    def row() -> dict[str, Any]:
+        accuracy, loss = evaluate(model, eval_batch)
+        n = sum(p.numel() for p in model.parameters())
+        return {"pruned": pruned_heads_of(model), "accuracy": accuracy, "loss": loss, "parameters": n}
+
+    rows = [row()]
+    for _ in range(steps):
+        importance = head_importance(model, score_batches, loss_fn=task_loss)
+        prune_heads(model, select_heads_to_prune(importance, 1))
+        rows.append(row())
+    return rows
