@@ -187,7 +187,7 @@ def rope_parameters_for(
     """`(rope_parameters, max_position_embeddings)` that stretch a model trained at `original` by `factor`.
 
     For "dynamic", `max_position_embeddings` stays `original` (dynamic NTK grows its base past it at run time);
-    for the others it is `factor * original`, with `original_max_position_embeddings = original`. A factor of 1
+    for the others it is `factor * original`, and yarn and llama3 get `original_max_position_embeddings = original`. A factor of 1
     with any rule, and the rule "default", give plain RoPE.
     """
     if rule not in RULES:
@@ -197,10 +197,9 @@ def rope_parameters_for(
     if rule == "default" or factor == 1:
         return {"rope_type": "default", "rope_theta": theta}, original
     params: dict[str, Any] = {"rope_type": rule, "rope_theta": theta, "factor": float(factor), **RULES[rule]}
-    if rule == "dynamic":
-        return params, original
-    params["original_max_position_embeddings"] = original
-    return params, int(factor * original)
+    if rule in ("yarn", "llama3"):  # the two rules that read L0 (linear and dynamic do not)
+        params["original_max_position_embeddings"] = original
+    return params, original if rule == "dynamic" else int(factor * original)
 
 
 def scaled_config(config: CapstoneConfig, rule: str, factor: float) -> CapstoneConfig:
