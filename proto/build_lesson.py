@@ -421,7 +421,8 @@ def query_chunked_attention(module, query, key, value, attention_mask, scaling, 
     ### END SOLUTION
 
 
-ALL_ATTENTION_FUNCTIONS.register("query_chunked", query_chunked_attention)
+# overwrite=True: re-running this cell after an edit registers the new function in place of the old one
+ALL_ATTENTION_FUNCTIONS.register("query_chunked", query_chunked_attention, overwrite=True)
 ALL_MASK_ATTENTION_FUNCTIONS.register("query_chunked", eager_mask)
 check_capstone_attention("query_chunked")
 """)
@@ -441,15 +442,19 @@ md(r"""
 You need the trained model to answer at length 128 (4x), **without fine-tuning**, with accuracy at least 0.6
 (plain RoPE gets about 0.2). Choose a rule from `cx.RULES` and a factor $s \geq 1$. The factor need not equal the
 length ratio: a rule that stretches "too much" or "too little" may do better. Predict from section 5 first, then
-check.
+write `my_length_plan()` returning `(rule, factor)` and check.
 """)
 code("""
 from reference_impl.workbook.checks import check_length_plan
 
-### BEGIN SOLUTION
-rule, factor = "dynamic", 4.0
-### END SOLUTION
-check_length_plan(rule, factor)
+
+def my_length_plan():
+    ### BEGIN SOLUTION
+    return "dynamic", 4.0  # NTK-style: the fast pairs untouched, the slow ones stretched, the base grown per length
+    ### END SOLUTION
+
+
+check_length_plan(my_length_plan)
 """)
 md(r"""
 <details><summary>Hint</summary>

@@ -1,7 +1,7 @@
 """Self-checks for lessons/08_capstone.ipynb: assemble a piece of the capstone model and prove it on the trained one.
 
     check_capstone_attention("my_name")          # an attention function registered under that name, with its mask
-    check_length_plan("dynamic", 4.0)            # a scaling rule and factor that reach 4x the trained length
+    check_length_plan(my_length_plan)            # () -> (rule, factor) that reach 4x the trained length
     check_gpt2_layout_copy(to_gpt2_layout)       # the same weights in GPT-2's Conv1D layout, the same logits
 
 Each prints one success line or raises `CheckFailed` saying, in plain words, what differs; code still raising
@@ -84,12 +84,17 @@ def check_capstone_attention(name: str) -> None:
     passed(exercise)
 
 
-def check_length_plan(rule: str, factor: float) -> None:
-    """Check the shipped model, stretched with `rule` and `factor`, reaches LENGTH_PLAN_TARGET accuracy at 4x.
+def check_length_plan(my_length_plan: Callable[[], tuple[str, float]]) -> None:
+    """Check `my_length_plan()` returns a `(rule, factor)` with which the shipped model, stretched, reaches
+    LENGTH_PLAN_TARGET accuracy at 4x the trained length.
 
     No fine-tuning: only RoPE changes. 64 held-out sequences of length 4 x TRAINED_LENGTH.
     """
     exercise = "length plan"
+    plan = student_call(exercise, my_length_plan)
+    if not (isinstance(plan, tuple) and len(plan) == 2):
+        raise CheckFailed(f"my_length_plan() returned {plan!r}; expected a pair (rule, factor), e.g. ('yarn', 2.0)")
+    rule, factor = plan
     if rule not in RULES:
         raise CheckFailed(f"rule={rule!r} is not one of {list(RULES)}")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:

@@ -116,7 +116,7 @@ def test_attention_check_says_when_the_exercise_is_not_started() -> None:
 
 
 def test_length_plan_passes_a_rule_that_reaches_the_target(capsys: pytest.CaptureFixture[str]) -> None:
-    check_length_plan("dynamic", 4.0)
+    check_length_plan(lambda: ("dynamic", 4.0))
     out = capsys.readouterr().out
     assert re.fullmatch(
         r"dynamic with factor 4: accuracy 0\.\d\d at length 128 \(target 0\.6\)\n✅ length plan: all checks passed\n",
@@ -135,7 +135,7 @@ def test_length_plan_passes_a_rule_that_reaches_the_target(capsys: pytest.Captur
 )
 def test_length_plan_refuses_what_falls_short(rule, factor, message) -> None:
     with pytest.raises(CheckFailed, match=message):
-        check_length_plan(rule, factor)
+        check_length_plan(lambda: (rule, factor))
 
 
 def test_gpt2_layout_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,3 +168,14 @@ def test_gpt2_layout_check_finds_an_untransposed_weight() -> None:
 def test_gpt2_layout_check_refuses_a_return_value_that_is_not_a_model() -> None:
     with pytest.raises(CheckFailed, match="to_gpt2_layout returned NoneType"):
         check_gpt2_layout_copy(lambda model: None)
+
+
+def test_length_plan_wants_a_pair_and_knows_an_unfinished_plan() -> None:
+    with pytest.raises(CheckFailed, match=r"my_length_plan\(\) returned 'yarn'; expected a pair \(rule, factor\)"):
+        check_length_plan(lambda: "yarn")
+
+    def unfinished() -> tuple[str, float]:
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseNotFinished, match="length plan"):
+        check_length_plan(unfinished)
