@@ -39,6 +39,7 @@ __all__ = [
     "attention_entropy",
     "evaluate",
     "finetune_at_length",
+    "head_ablation",
     "layer_saved_bytes",
     "length_extension",
     "load_capstone_model",
@@ -275,12 +276,18 @@ def finetune_at_length(
 
 
 def step_memory(
-    config: CapstoneConfig, batch_size: int, length: int, policy: str | None = None, seed: int = 0
+    config: CapstoneConfig,
+    batch_size: int,
+    length: int,
+    policy: str | None = None,
+    seed: int = 0,
+    every_n_layers: int = 1,
 ) -> tuple[int, int]:
     """Exact bytes of one training step of a fresh model: (kept for backward after the forward, peak of the step).
 
     Counted by `PeakMemory` from the forward's first op to the end of backward; the parameters (which exist before)
-    are not counted, their gradients are. `policy` is passed to `set_gradient_checkpointing` (None: off).
+    are not counted, their gradients are. `policy` and `every_n_layers` are passed to `set_gradient_checkpointing`
+    (policy None: off).
     """
     from reference_impl.checkpointing import set_gradient_checkpointing
     from reference_impl.workbook.measure import PeakMemory
@@ -288,7 +295,7 @@ def step_memory(
     torch.manual_seed(seed)
     model = CapstoneForCausalLM(config).train()
     if policy is not None:
-        set_gradient_checkpointing(model, policy=policy)
+        set_gradient_checkpointing(model, policy=policy, every_n_layers=every_n_layers)
     input_ids, labels = task_batch(batch_size, length, torch.Generator().manual_seed(seed))
     with PeakMemory(baseline=list(model.parameters())) as mem:
         logits = model(input_ids)
@@ -315,8 +322,9 @@ def attention_entropy(
 ) -> list[torch.Tensor]:
     """Mean entropy (nats) of each head's attention, per layer a (H_l,) tensor for the heads it holds (original order).
 
-    `positions="asked"` averages over the positions that ask a question, "all" over every position but the first
-    (which has one key to look at, so entropy 0 whatever the head does).
+    `positions="asked"` averages over the positions that ask a question (where the induction step happens),
+    "values" over the positions right after each key before the questions (where a value must look one back to
+    learn its key), "all" over every position but the first (which has one key to look at: entropy 0 always).
 
     Runs the model once with `AttentionEntropyRecorder` registered as its attention (eager weights) for the call.
     """
@@ -333,10 +341,14 @@ def attention_entropy(
         with scoped_registration(AttentionMaskInterface, "capstone_entropy", eager_mask):
             with torch.no_grad():
                 probe.eval()(input_ids)
-    if positions not in ("asked", "all"):
-        raise ValueError(f"positions={positions!r} must be 'asked' or 'all'")
+    if positions not in ("asked", "values", "all"):
+        raise ValueError(f"positions={positions!r} must be 'asked', 'values' or 'all'")
     asked = labels != IGNORE_INDEX  # (B, T)
-    if positions == "all":
+    if positions == "values":
+        is_key = (input_ids >= VOCAB_SIZE - NUM_KEYS) & ~asked  # (B, T) the keys of the pairs
+        asked = torch.zeros_like(asked)
+        asked[:, 1:] = is_key[:, :-1]  # the position after each key holds its value
+    elif positions == "all":
         asked = torch.ones_like(asked)
         asked[:, 0] = False
     return [_mean_at(recorder.records[i], asked) for i in range(len(probe.model.layers))]
@@ -387,3 +399,16 @@ def prune_greedily(
         prune_heads(model, select_heads_to_prune(importance, 1))
         rows.append(row())
     return rows
+
+
+def head_ablation(model: CapstoneForCausalLM, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Accuracy with each head's output zeroed alone (`mask_heads`), shape (L, H): what the task loses without it."""
+    from reference_impl.pruning_importance import mask_heads
+
+    config = model.config
+    accuracy = torch.empty(config.num_hidden_layers, config.num_attention_heads)
+    for layer in range(config.num_hidden_layers):
+        for head in range(config.num_attention_heads):
+            with mask_heads(model, {layer: [head]}):
+                accuracy[layer, head] = evaluate(model, batch)[0]
+    return accuracy

@@ -26,7 +26,9 @@ from reference_impl.workbook.capstone import (
     to_llama_config,
 )
 
-pytestmark = pytest.mark.oracle  # every test compares with transformers' Llama (run on 5.22.2, 4.57.6 and 5.25.0)
+pytestmark = (
+    pytest.mark.oracle
+)  # every test compares with transformers' Llama (run on 5.22.2, 4.57.6 and 5.25.0)
 
 L0 = 16
 SCALINGS = {

@@ -119,7 +119,9 @@ def test_attention_entropy_is_zero_for_a_single_key_and_bounded() -> None:
     assert all(((e >= 0) & (e <= math.log(cx.TRAINED_LENGTH))).all() for e in per_layer)
     first_only = (batch[0][:, :1], torch.zeros_like(batch[1][:, :1]))  # one position: one key to look at
     assert all((e == 0).all() for e in cx.attention_entropy(model, first_only, positions="asked"))
-    with pytest.raises(ValueError, match="positions='some' must be 'asked' or 'all'"):
+    values = cx.attention_entropy(model, batch, positions="values")
+    assert not all(torch.equal(v, e) for v, e in zip(values, per_layer, strict=True))
+    with pytest.raises(ValueError, match="positions='some' must be 'asked', 'values' or 'all'"):
         cx.attention_entropy(model, batch, positions="some")
 
 
@@ -132,3 +134,15 @@ def test_prune_greedily_removes_one_head_per_step_and_reports_it() -> None:
         rows[0]["parameters"] - rows[1]["parameters"] == 4 * 64 * 16
     )  # q, k, v rows and o columns of a head
     assert rows[0]["accuracy"] == 1.0
+
+
+def test_head_ablation_finds_the_previous_token_head_of_the_shipped_model() -> None:
+    model = cx.load_capstone_model()
+    batch = cx.task_batch(64, cx.TRAINED_LENGTH, torch.Generator().manual_seed(11))
+    accuracy = cx.head_ablation(model, batch)
+    assert accuracy.shape == (2, 4)
+    assert ((accuracy >= 0) & (accuracy <= 1)).all()
+    # the shipped weights: layer 0 head 1 looks one position back at the values, and nothing replaces it
+    assert accuracy.argmin().item() == 1 and accuracy[0, 1] < 0.5
+    values = cx.attention_entropy(model, batch, positions="values")[0]
+    assert values[1] < 0.5  # it points: near-zero entropy where it works

@@ -16,6 +16,7 @@ from reference_impl.workbook.checks.attention import check_attention_function, c
 from reference_impl.workbook.checks.capstone import (
     check_capstone_attention,
     check_gpt2_layout_copy,
+    check_kept_prediction,
     check_length_plan,
 )
 from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss, check_pick_every_n_layers
@@ -53,6 +54,7 @@ __all__ = [
     "check_gpt2_layout_copy",
     "check_heads_to_prune",
     "check_kept_indices",
+    "check_kept_prediction",
     "check_length_plan",
     "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",

@@ -3,6 +3,7 @@
     check_capstone_attention("my_name")          # an attention function registered under that name, with its mask
     check_length_plan(my_length_plan)            # () -> (rule, factor) that reach 4x the trained length
     check_gpt2_layout_copy(to_gpt2_layout)       # the same weights in GPT-2's Conv1D layout, the same logits
+    check_kept_prediction(my_kept_units)         # (a, e, num_layers, every_n_layers) -> units kept for backward
 
 Each prints one success line or raises `CheckFailed` saying, in plain words, what differs; code still raising
 NotImplementedError gives `ExerciseNotFinished`.
@@ -20,18 +21,26 @@ from torch import nn
 from reference_impl.attention import ALL_ATTENTION_FUNCTIONS
 from reference_impl.conv1d import is_conv1d
 from reference_impl.masking import ALL_MASK_ATTENTION_FUNCTIONS
-from reference_impl.workbook.capstone import CapstoneForCausalLM
+from reference_impl.workbook.capstone import CapstoneConfig, CapstoneForCausalLM
 from reference_impl.workbook.capstone_experiment import (
     RULES,
     TRAINED_LENGTH,
     evaluate,
+    layer_saved_bytes,
     load_capstone_model,
+    step_memory,
     task_batch,
     with_rope,
 )
 from reference_impl.workbook.checks._core import CheckFailed, first_difference, passed, student_call
 
-__all__ = ["LENGTH_PLAN_TARGET", "check_capstone_attention", "check_gpt2_layout_copy", "check_length_plan"]
+__all__ = [
+    "LENGTH_PLAN_TARGET",
+    "check_capstone_attention",
+    "check_gpt2_layout_copy",
+    "check_kept_prediction",
+    "check_length_plan",
+]
 
 #: What `check_length_plan` asks for: accuracy at 4x the trained length, without fine-tuning.
 LENGTH_PLAN_TARGET = 0.6
@@ -93,7 +102,9 @@ def check_length_plan(my_length_plan: Callable[[], tuple[str, float]]) -> None:
     exercise = "length plan"
     plan = student_call(exercise, my_length_plan)
     if not (isinstance(plan, tuple) and len(plan) == 2):
-        raise CheckFailed(f"my_length_plan() returned {plan!r}; expected a pair (rule, factor), e.g. ('yarn', 2.0)")
+        raise CheckFailed(
+            f"my_length_plan() returned {plan!r}; expected a pair (rule, factor), e.g. ('yarn', 2.0)"
+        )
     rule, factor = plan
     if rule not in RULES:
         raise CheckFailed(f"rule={rule!r} is not one of {list(RULES)}")
@@ -159,4 +170,34 @@ def check_gpt2_layout_copy(to_gpt2_layout: Callable[[CapstoneForCausalLM], nn.Mo
         problem = first_difference(converted(ids), original(ids), atol=1e-5, rtol=1e-5)
     if problem is not None:
         raise CheckFailed(f"logits {problem}")
+    passed(exercise)
+
+
+def check_kept_prediction(my_kept_units: Callable[[float, float, int, int], float]) -> None:
+    """Check `my_kept_units(a, e, num_layers, every_n_layers)` predicts, within 2 units, the bytes a training step
+    keeps for backward (after the forward) when every `every_n_layers`-th layer is checkpointed.
+
+    Measured exactly on the capstone architecture with 9 layers, B = 4, T = 128, for every_n_layers 3 and 2; `a` is
+    one layer's saved units (`layer_saved_bytes`), `e` the units kept outside the layers under checkpointing.
+    """
+    exercise = "memory prediction"
+    config = CapstoneConfig(num_hidden_layers=9, max_position_embeddings=128)
+    B, T, L = 4, 128, config.num_hidden_layers
+    unit = B * T * config.hidden_size * 4
+    a = layer_saved_bytes(config, B, T) / unit
+    e = step_memory(config, B, T, "full")[0] / unit - L
+    for k in (3, 2):
+        predicted = student_call(exercise, my_kept_units, a, e, L, k)
+        measured = step_memory(config, B, T, "full", every_n_layers=k)[0] / unit
+        if not isinstance(predicted, (int, float)) or abs(predicted - measured) > 2:
+            hint = ""
+            if isinstance(predicted, (int, float)) and abs(predicted - (e + L)) < 1:
+                hint = " (that is every layer checkpointed: only layers 0, k, 2k, ... are)"
+            elif isinstance(predicted, (int, float)) and abs(predicted - (e + L * a)) < 2:
+                hint = " (that is no checkpointing at all)"
+            raise CheckFailed(
+                f"every_n_layers={k}: you predict {predicted!r} units kept, measured {measured:.2f}{hint}; with "
+                f"a = {a:.2f}, e = {e:.2f}, L = {L}: a checkpointed layer keeps its input (1 unit), the others a"
+            )
+        print(f"every_n_layers={k}: predicted {predicted:.2f} u, measured {measured:.2f} u")
     passed(exercise)

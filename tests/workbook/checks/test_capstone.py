@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from reference_impl.workbook.checks import (
     ExerciseNotFinished,
     check_capstone_attention,
     check_gpt2_layout_copy,
+    check_kept_prediction,
     check_length_plan,
 )
 
@@ -171,7 +173,9 @@ def test_gpt2_layout_check_refuses_a_return_value_that_is_not_a_model() -> None:
 
 
 def test_length_plan_wants_a_pair_and_knows_an_unfinished_plan() -> None:
-    with pytest.raises(CheckFailed, match=r"my_length_plan\(\) returned 'yarn'; expected a pair \(rule, factor\)"):
+    with pytest.raises(
+        CheckFailed, match=r"my_length_plan\(\) returned 'yarn'; expected a pair \(rule, factor\)"
+    ):
         check_length_plan(lambda: "yarn")
 
     def unfinished() -> tuple[str, float]:
@@ -179,3 +183,34 @@ def test_length_plan_wants_a_pair_and_knows_an_unfinished_plan() -> None:
 
     with pytest.raises(ExerciseNotFinished, match="length plan"):
         check_length_plan(unfinished)
+
+
+def kept_units(a: float, e: float, num_layers: int, every_n_layers: int) -> float:
+    checkpointed = math.ceil(num_layers / every_n_layers)  # layers 0, k, 2k, ...
+    return e + checkpointed + (num_layers - checkpointed) * a
+
+
+def test_kept_prediction_passes_the_formula(capsys: pytest.CaptureFixture[str]) -> None:
+    check_kept_prediction(kept_units)
+    out = capsys.readouterr().out
+    assert re.fullmatch(
+        r"every_n_layers=3: predicted [\d.]+ u, measured [\d.]+ u\n"
+        r"every_n_layers=2: predicted [\d.]+ u, measured [\d.]+ u\n✅ memory prediction: all checks passed\n",
+        out,
+    )
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (lambda a, e, n, k: e + n, r"every_n_layers=3: .* \(that is every layer checkpointed"),
+        (lambda a, e, n, k: e + n * a, r"every_n_layers=3: .* \(that is no checkpointing at all\)"),
+        (
+            lambda a, e, n, k: e + n // k + (n - n // k) * a,
+            r"every_n_layers=2: you predict",
+        ),  # floor, not ceil
+    ],
+)
+def test_kept_prediction_names_the_usual_mistakes(wrong, message) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_kept_prediction(wrong)
