@@ -32,7 +32,8 @@ By the end you will be able to:
 3. predict a training step's memory for each checkpointing policy from the formulas of lessons 01 and 03, and
    check the prediction against an exact CPU count;
 4. prune heads by importance and see which heads the task relies on (sharp "pointer" heads);
-5. plug a new piece into the model: an attention function registered by name, a scaling plan, a Conv1D layout.
+5. plug a new piece into the model: an attention function registered by name, a scaling plan, a Conv1D layout, a
+   memory prediction for a policy the lesson did not measure.
 """)
 
 md("## Set-up")
@@ -366,25 +367,35 @@ ax.legend()
 plt.show()
 """)
 md(r"""
-Now look inside: the **entropy** of each head's attention, $-\sum_j p_j \ln p_j$, is 0 for a head that looks at one
-key only and $\ln n$ for one spread over $n$ keys (at most $\ln 32 \approx 3.47$ here). Averaged over every position,
-for the unpruned model, and at the question positions for the survivors of the first pruning steps:
+Now look inside. The **entropy** of a head's attention, $-\sum_j p_j \ln p_j$, is 0 for a head that looks at one
+key only and $\ln n$ for one spread over $n$ keys (at most $\ln 32 \approx 3.47$ here). We average it where each
+step of the task happens — at the **values** (the position after each key, which must look one back) and at the
+**questions** (which must find the earlier key) — and beside it put what the task loses when that head alone is
+zeroed (`mask_heads`, the reference pruning equals).
 """)
 code("""
-at_questions = attention_entropy(cx.load_capstone_model(), eval_batch, positions="asked")
-everywhere = attention_entropy(cx.load_capstone_model(), eval_batch, positions="all")
-print(f"{'':>14} {'at the questions':>17} {'every position':>15}   (nats; ln 32 = 3.47)")
+from reference_impl.workbook.capstone_experiment import head_ablation
+
+full_model = cx.load_capstone_model()
+at_values = attention_entropy(full_model, eval_batch, positions="values")
+at_questions = attention_entropy(full_model, eval_batch, positions="asked")
+everywhere = attention_entropy(full_model, eval_batch, positions="all")
+without = head_ablation(full_model, eval_batch)
+print(f"{'':>14} {'entropy at the values':>22} {'at the questions':>17} {'everywhere':>11} {'accuracy without it':>20}")
 for layer in range(2):
     for head in range(4):
-        print(f"layer {layer} head {head} {at_questions[layer][head]:>17.2f} {everywhere[layer][head]:>15.2f}")
+        print(f"layer {layer} head {head} {at_values[layer][head]:>22.2f} {at_questions[layer][head]:>17.2f} "
+              f"{everywhere[layer][head]:>11.2f} {without[layer, head]:>20.3f}")
 """)
 md(r"""
-The pointer heads show themselves. **Layer 1, at the questions**, has four near-zero-entropy heads: each looks at
-almost a single key — the value after the earlier copy of the key, the induction step. They are redundant copies of
-one another, which is why pruning two of them costs under 8 points of accuracy. **Layer 0** is broad at the
-questions (it does not retrieve) and sharpest, over every position, in head 0: the one-step head, whose job concerns
-only the few positions right after a key. It has the lowest entropy of its layer, and it is the head whose removal
-drops the accuracy from 0.92 to 0.36 in the pruning table: a head that looks at one key is a head the task needs.
+The pointer heads show themselves. **Layer 0, head 1** is sharp at the values (entropy near 0.2 nats: it looks at
+one key) and nothing replaces it: zeroed alone, it takes the accuracy down to about a quarter — the one-step head
+the task cannot do without. **Layer 1** has four heads
+that are all near zero at the questions — induction heads, each finding the value after the earlier copy of the key
+— and they are redundant copies of one another: zeroing any one costs almost nothing, which is why greedy pruning
+took two of them first for under 8 points. Low entropy says a head *points*; the ablation column says whether the
+task needs what it points at (layer 0 head 0 is as sharp at the values as head 1, and costs a third of the
+accuracy when zeroed, not three quarters).
 """)
 
 md(r"""
@@ -497,6 +508,35 @@ md(r"""
 
 Walk `model.model.layers`, and in each layer the children of `self_attn` and `mlp`; `setattr(parent, name,
 linear_to_conv1d(child))` swaps one in place. The forward never looks at the class, only calls it.
+</details>
+""")
+
+md(r"""
+### Exercise 4 — predict the memory of checkpointing every k-th layer
+
+`set_gradient_checkpointing(model, every_n_layers=k)` checkpoints layers $0, k, 2k, \dots$ only. Write
+`my_kept_units(a, e, num_layers, every_n_layers)`: the units a training step keeps for backward after the forward,
+from section 7's quantities ($a$ per layer, $e = E'$ outside the layers). The check measures the 9-layer model
+exactly for $k = 3$ and $k = 2$ and wants your prediction within 2 units.
+""")
+code("""
+from reference_impl.workbook.checks import check_kept_prediction
+
+
+def my_kept_units(a, e, num_layers, every_n_layers):
+    ### BEGIN SOLUTION
+    checkpointed = math.ceil(num_layers / every_n_layers)  # layers 0, k, 2k, ... keep their input only
+    return e + checkpointed + (num_layers - checkpointed) * a
+    ### END SOLUTION
+
+
+check_kept_prediction(my_kept_units)
+""")
+md(r"""
+<details><summary>Hint</summary>
+
+Count the checkpointed layers first: for $L = 9$ and $k = 2$ they are 0, 2, 4, 6, 8. Each keeps 1 unit, each other
+layer keeps $a$; the outside part $e$ does not change.
 </details>
 """)
 
