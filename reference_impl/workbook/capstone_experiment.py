@@ -25,7 +25,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reference_impl.attention import AttentionEntropyRecorder, AttentionInterface
+from reference_impl.checkpointing import set_gradient_checkpointing
+from reference_impl.masking import AttentionMaskInterface, eager_mask
+from reference_impl.pruning_heads import prune_heads, pruned_heads_of
+from reference_impl.pruning_importance import head_importance, mask_heads, select_heads_to_prune
+from reference_impl.registry import scoped_registration
 from reference_impl.workbook.capstone import CapstoneConfig, CapstoneForCausalLM
+from reference_impl.workbook.measure import PeakMemory, SavedTensors
 
 __all__ = [
     "CHECKPOINT",
@@ -289,9 +296,6 @@ def step_memory(
     are not counted, their gradients are. `policy` and `every_n_layers` are passed to `set_gradient_checkpointing`
     (policy None: off).
     """
-    from reference_impl.checkpointing import set_gradient_checkpointing
-    from reference_impl.workbook.measure import PeakMemory
-
     torch.manual_seed(seed)
     model = CapstoneForCausalLM(config).train()
     if policy is not None:
@@ -306,8 +310,6 @@ def step_memory(
 
 def layer_saved_bytes(config: CapstoneConfig, batch_size: int, length: int) -> int:
     """Bytes one decoder layer saves for backward (`SavedTensors`, each storage once, weights excluded): a·u."""
-    from reference_impl.workbook.measure import SavedTensors
-
     torch.manual_seed(0)
     model = CapstoneForCausalLM(config).train()
     x = torch.randn(batch_size, length, config.hidden_size, requires_grad=True)
@@ -328,10 +330,6 @@ def attention_entropy(
 
     Runs the model once with `AttentionEntropyRecorder` registered as its attention (eager weights) for the call.
     """
-    from reference_impl.attention import AttentionEntropyRecorder, AttentionInterface
-    from reference_impl.masking import AttentionMaskInterface, eager_mask
-    from reference_impl.registry import scoped_registration
-
     recorder = AttentionEntropyRecorder()
     config = dataclasses.replace(model.config, attn_implementation="capstone_entropy", pruned_heads={})
     probe = CapstoneForCausalLM(config)
@@ -362,8 +360,6 @@ def _mean_at(entropy: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
 
 def _copy_pruning(source: CapstoneForCausalLM, target: CapstoneForCausalLM) -> None:
     """Give `target` the pruned shapes of `source` (same config otherwise), then its weights."""
-    from reference_impl.pruning_heads import prune_heads
-
     heads = {
         i: sorted(a.self_attn.pruned_heads)
         for i, a in enumerate(source.model.layers)
@@ -385,8 +381,6 @@ def prune_greedily(
     Returns one row per state, the unpruned one first: `{"pruned": {layer: heads}, "accuracy", "loss",
     "parameters"}`. Changes `model` in place.
     """
-    from reference_impl.pruning_heads import prune_heads, pruned_heads_of
-    from reference_impl.pruning_importance import head_importance, select_heads_to_prune
 
     def row() -> dict[str, Any]:
         accuracy, loss = evaluate(model, eval_batch)
@@ -403,8 +397,6 @@ def prune_greedily(
 
 def head_ablation(model: CapstoneForCausalLM, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Accuracy with each head's output zeroed alone (`mask_heads`), shape (L, H): what the task loses without it."""
-    from reference_impl.pruning_importance import mask_heads
-
     config = model.config
     accuracy = torch.empty(config.num_hidden_layers, config.num_attention_heads)
     for layer in range(config.num_hidden_layers):
