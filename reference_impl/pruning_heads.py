@@ -1,8 +1,10 @@
-"""Model-level head pruning for GPT-2 and BERT, in transformers 4.x and 5.x, and saving / loading a pruned
-model.
+"""Model-level head pruning for GPT-2, BERT and Llama, in transformers 4.x and 5.x, and saving / loading a pruned model.
 
 Mirrors `PreTrainedModel.prune_heads` with `GPT2Attention.prune_heads` and `BertAttention.prune_heads` of
-transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons/05_head_pruning.ipynb.
+transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons/05_head_pruning.ipynb. Llama
+(transformers never had pruning for it) is our addition, for multi-head attention only (H_kv = H); it also serves
+any model laid out like `LlamaForCausalLM` (`base_model.layers[i].self_attn.{q,k,v,o}_proj`, config.model_type
+"llama"), such as the capstone's (lessons/08_capstone.ipynb).
 
     prune_heads(model, {0: [1, 3], 2: [0]})   # heads 1 and 3 of layer 0, head 0 of layer 2, gone for good
 
@@ -12,12 +14,13 @@ Heads are always named by their *original* number, however many were pruned befo
 # Two places, the same ones transformers 4.x used, so a model pruned here and one pruned by 4.x's method
 # agree:
 # - `attn.pruned_heads` (a set of original head numbers) on each layer's attention module: `block.attn`
-#   (GPT2Attention) or `layer.attention` (BertAttention). 5.x has no such attribute; we add it.
+#   (GPT2Attention), `layer.attention` (BertAttention) or `layer.self_attn` (LlamaAttention). 5.x has no such
+#   attribute; we add it.
 # - `model.config.pruned_heads` ({layer: sorted list of heads}), which `save_pretrained` writes to config.json
 #   (JSON turns the keys into strings; we read both).
 # The head counts the forward pass uses are updated in place: GPT-2 `num_heads` and `split_size`, BERT
-# `num_attention_heads` and `all_head_size`. Both lines reshape with `view(..., -1, head_dim)`, so nothing
-# else needs to change.
+# `num_attention_heads` and `all_head_size`, Llama `num_heads` where the module has one (transformers' has none).
+# All three reshape with `view(..., -1, head_dim)`, so nothing else needs to change.
 
 # NOTE [ Saving and loading a pruned model ]
 # transformers 4.x re-applied `config.pruned_heads` when it built a model, so `from_pretrained` just worked.
@@ -55,7 +58,7 @@ __all__ = [
 ]
 
 #: `config.model_type` values `prune_heads` knows how to edit.
-SUPPORTED_MODEL_TYPES = ("bert", "gpt2")
+SUPPORTED_MODEL_TYPES = ("bert", "gpt2", "llama")
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -66,24 +69,26 @@ def _model_type(model: nn.Module) -> str:
     if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model_type={model_type!r} ({type(model).__name__}) is not supported for head pruning; "
-            f"supported: {list(SUPPORTED_MODEL_TYPES)} (GPT-2 and BERT models from transformers)"
+            f"supported: {list(SUPPORTED_MODEL_TYPES)} (GPT-2, BERT and Llama-shaped models)"
         )
     return model_type
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every layer: GPT2Attention (`block.attn`) or BertAttention
-    (`layer.attention`).
+    """The self-attention module of every layer: GPT2Attention (`block.attn`), BertAttention (`layer.attention`)
+    or LlamaAttention (`layer.self_attn`).
 
-    Works on a bare model (`GPT2Model`, `BertModel`) or one with a head (`GPT2LMHeadModel`,
-    `BertForMaskedLM`), through `model.base_model`. Cross-attention modules are not included (and never
-    pruned).
+    Works on a bare model (`GPT2Model`, `BertModel`, `LlamaModel`) or one with a head (`GPT2LMHeadModel`,
+    `BertForMaskedLM`, `LlamaForCausalLM`), through `model.base_model`. Cross-attention modules are not included
+    (and never pruned).
     """
     model_type = _model_type(model)
     # transformers' modules, read by attribute: torch's stubs would type each attribute `Tensor | Module`.
     base: Any = model.base_model
     if model_type == "gpt2":
         return [block.attn for block in base.h]
+    if model_type == "llama":
+        return [layer.self_attn for layer in base.layers]
     return [layer.attention for layer in base.encoder.layer]
 
 
@@ -91,13 +96,17 @@ def _heads_and_size(attn: Any) -> tuple[int, int]:
     """(H heads the module holds now, D units per head)."""
     if hasattr(attn, "c_attn"):  # GPT2Attention
         return attn.num_heads, attn.head_dim
+    if hasattr(attn, "q_proj"):  # LlamaAttention: the count is the projection's, whatever attributes it keeps
+        return attn.q_proj.out_features // attn.head_dim, attn.head_dim
     return attn.self.num_attention_heads, attn.self.attention_head_size  # BertAttention
 
 
 def output_projection(attn: nn.Module) -> nn.Module:
-    """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`."""
-    module: Any = attn  # read by attribute: torch's stubs would type each attribute `Tensor | Module`
-    return module.c_proj if hasattr(attn, "c_attn") else module.output.dense
+    """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`,
+    Llama `o_proj`."""
+    if hasattr(attn, "c_attn"):
+        return attn.c_proj
+    return attn.o_proj if hasattr(attn, "o_proj") else attn.output.dense
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -137,6 +146,30 @@ def _prune_bert_attention(attn: Any, index: torch.Tensor, n_removed: int) -> Non
     attention.all_head_size = attention.num_attention_heads * attention.attention_head_size
 
 
+def _prune_llama_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+    attn.q_proj = prune_linear_layer(attn.q_proj, index)  # (H·D, C) -> (H'·D, C)
+    attn.k_proj = prune_linear_layer(attn.k_proj, index)  # H_kv = H: each head owns its own keys and values
+    attn.v_proj = prune_linear_layer(attn.v_proj, index)
+    attn.o_proj = prune_linear_layer(attn.o_proj, index, dim=1)  # (C, H·D) -> (C, H'·D)
+    if hasattr(attn, "num_heads"):
+        attn.num_heads -= n_removed
+
+
+def _check_no_grouped_query(model: nn.Module) -> None:
+    """Llama with H_kv < H shares a key/value head among several query heads: no head can go on its own."""
+    config = model.config
+    n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    if n_kv != config.num_attention_heads:
+        raise ValueError(
+            f"num_key_value_heads={n_kv} != num_attention_heads={config.num_attention_heads}: grouped-query "
+            "attention shares each key/value head among several query heads, so heads cannot be pruned one by "
+            "one; only plain multi-head attention (num_key_value_heads == num_attention_heads) is supported"
+        )
+
+
+_PRUNERS = {"gpt2": _prune_gpt2_attention, "bert": _prune_bert_attention, "llama": _prune_llama_attention}
+
+
 def _config_pruned_heads(config: Any) -> dict[int, list[int]]:
     """`config.pruned_heads` with int keys (JSON makes them strings), or {} when the config has none (5.x)."""
     recorded = getattr(config, "pruned_heads", None) or {}
@@ -159,8 +192,9 @@ def _check_layer(layer: object, n_layers: int) -> None:
 def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
     """Check every layer and head before anything is changed, so a bad request leaves the model as it was."""
     modules = attention_modules(model)
-    config: Any = model.config
-    n_original = config.num_attention_heads
+    if _model_type(model) == "llama":
+        _check_no_grouped_query(model)
+    n_original = model.config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
         _check_layer(layer, len(modules))
@@ -188,7 +222,7 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
 
 
 def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> None:
-    """Remove attention heads from a GPT-2 or BERT model of transformers 4.x or 5.x, in place.
+    """Remove attention heads from a GPT-2, BERT or (multi-head) Llama model of transformers 4.x or 5.x, in place.
 
     For each layer, the rows of q, k and v and the columns of the output projection that the heads own are cut
     out (`find_pruneable_heads_and_indices`, then `prune_conv1d_layer` / `prune_linear_layer`), and the head
@@ -198,19 +232,19 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     `model.config.pruned_heads` (see NOTE [ Where the state lives ]).
 
     Args:
-        model: a transformers GPT-2 or BERT model, bare or with a head.
+        model: a transformers GPT-2, BERT or Llama model, bare or with a head (or a model laid out as one).
         heads_to_prune: `{layer: [original head numbers]}`, e.g. `{0: [1, 3], 2: [0]}`.
 
     Raises:
-        ValueError: unsupported architecture; a head listed twice; every head of a layer would go.
+        ValueError: unsupported architecture; grouped-query Llama; a head listed twice; every head of a layer
+            would go.
         IndexError: a layer or head number out of range (negative included).
         TypeError: a layer or head that is not an int.
     """
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
-    prune_one = _prune_gpt2_attention if _model_type(model) == "gpt2" else _prune_bert_attention
-    config: Any = model.config
-    recorded = _config_pruned_heads(config)
+    prune_one = _PRUNERS[_model_type(model)]
+    recorded = _config_pruned_heads(model.config)
     for layer, heads in plan.items():
         attn: Any = modules[layer]
         already = set(getattr(attn, "pruned_heads", set()))
@@ -220,7 +254,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             prune_one(attn, index, len(new_heads))
         attn.pruned_heads = already | new_heads
         recorded[layer] = sorted(set(recorded.get(layer, [])) | attn.pruned_heads)
-    config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
+    model.config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
 
 
 def reapply_pruned_heads(model: nn.Module) -> None:

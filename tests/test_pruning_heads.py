@@ -16,7 +16,15 @@ import torch
 import transformers
 from packaging.version import Version
 from torch import nn
-from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaModel
+from transformers import (
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 from transformers.modeling_utils import PreTrainedModel
 
 from reference_impl.pruning_heads import (
@@ -28,7 +36,7 @@ from reference_impl.pruning_heads import (
     reapply_pruned_heads,
 )
 from reference_impl.pruning_importance import mask_heads
-from reference_impl.workbook.tiny import tiny_bert_config, tiny_gpt2_config, tiny_llama_config
+from reference_impl.workbook.tiny import tiny_bert_config, tiny_gpt2_config
 
 TRANSFORMERS_4 = Version(transformers.__version__) < Version("5")
 needs_4 = pytest.mark.skipif(not TRANSFORMERS_4, reason="transformers 5 removed PreTrainedModel.prune_heads")
@@ -52,7 +60,21 @@ def tiny_bert(attn_implementation: str = "eager") -> BertForMaskedLM:
     return BertForMaskedLM(config).eval()
 
 
-BUILDERS = {"gpt2": tiny_gpt2, "bert": tiny_bert}
+def tiny_llama(attn_implementation: str = "eager", num_key_value_heads: int = 4) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        num_hidden_layers=3,
+        hidden_size=16,
+        num_attention_heads=4,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=32,
+        vocab_size=40,
+        max_position_embeddings=16,
+        attn_implementation=attn_implementation,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+BUILDERS = {"gpt2": tiny_gpt2, "bert": tiny_bert, "llama": tiny_llama}
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +88,7 @@ def tokens() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
 def test_pruned_model_equals_unpruned_model_with_those_heads_zeroed(
     kind, attn_implementation, tokens
 ) -> None:
@@ -82,7 +104,7 @@ def test_pruned_model_equals_unpruned_model_with_those_heads_zeroed(
     assert not torch.allclose(_logits(model, tokens), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
 def test_pruning_in_two_steps_equals_pruning_at_once(kind, tokens) -> None:
     model = BUILDERS[kind]()
     once, twice = copy.deepcopy(model), copy.deepcopy(model)
@@ -96,12 +118,15 @@ def test_pruning_in_two_steps_equals_pruning_at_once(kind, tokens) -> None:
     torch.testing.assert_close(_logits(once, tokens), _logits(twice, tokens), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
 def test_pruned_weights_have_the_expected_shapes(kind) -> None:
     model = BUILDERS[kind]()
     prune_heads(model, {0: [0, 2, 3]})  # 1 of 4 heads of size 4 left
     attn = attention_modules(model)[0]
-    if kind == "gpt2":
+    if kind == "llama":
+        shapes = [tuple(getattr(attn, p).weight.shape) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        assert shapes == [(4, 16), (4, 16), (4, 16), (16, 4)]
+    elif kind == "gpt2":
         assert tuple(attn.c_attn.weight.shape) == (16, 3 * 4) and tuple(attn.c_proj.weight.shape) == (4, 16)
         assert (attn.num_heads, attn.split_size) == (1, 4)
     else:
@@ -229,22 +254,25 @@ def test_bad_layer_or_head_is_refused_with_a_message_naming_it(heads, error, mes
 
 
 def test_unsupported_architecture_is_refused_naming_what_is_supported() -> None:
-    llama = LlamaModel(
-        tiny_llama_config(
-            num_hidden_layers=1,
-            hidden_size=16,
-            num_key_value_heads=4,
-            intermediate_size=32,
-            vocab_size=40,
-            max_position_embeddings=2048,
+    neox = GPTNeoXModel(
+        GPTNeoXConfig(
+            num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=32, vocab_size=40
         )
     )
     with pytest.raises(
-        ValueError, match=r"model_type='llama' \(LlamaModel\) is not supported .* \['bert', 'gpt2'\]"
+        ValueError,
+        match=r"model_type='gpt_neox' \(GPTNeoXModel\) is not supported .* \['bert', 'gpt2', 'llama'\]",
     ):
-        prune_heads(llama, {0: [1]})
+        prune_heads(neox, {0: [1]})
     with pytest.raises(ValueError, match=r"model_type=None \(Linear\) is not supported"):
         prune_heads(nn.Linear(2, 2), {0: [1]})
+
+
+def test_grouped_query_llama_is_refused_and_left_untouched() -> None:
+    model = tiny_llama(num_key_value_heads=2)
+    with pytest.raises(ValueError, match=r"num_key_value_heads=2 != num_attention_heads=4: grouped-query"):
+        prune_heads(model, {0: [1]})
+    assert head_counts(model) == [4, 4, 4]
 
 
 # ---------------------------------------------------------------- transformers 4.x as the oracle

@@ -14,6 +14,12 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
+from reference_impl.workbook.checks.capstone import (
+    check_capstone_attention,
+    check_gpt2_layout_copy,
+    check_kept_prediction,
+    check_length_plan,
+)
 from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss, check_pick_every_n_layers
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
@@ -41,12 +47,16 @@ __all__ = [
     "CheckFailed",
     "ExerciseNotFinished",
     "check_attention_function",
+    "check_capstone_attention",
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
     "check_find_untransposed",
+    "check_gpt2_layout_copy",
     "check_heads_to_prune",
     "check_kept_indices",
+    "check_kept_prediction",
+    "check_length_plan",
     "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",
     "check_my_chunking",
