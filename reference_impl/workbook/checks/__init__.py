@@ -34,7 +34,7 @@ from reference_impl.workbook.checks.rope import (
     check_my_linear_scaling,
     check_my_llama3_untouched,
 )
-from reference_impl.workbook.checks.warmup import check_row_sums
+from reference_impl.workbook.checks.warmup import check_peak_prediction, check_row_sums
 
 __all__ = [
     "CheckFailed",
@@ -52,6 +52,7 @@ __all__ = [
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
+    "check_peak_prediction",
     "check_pick_every_n_layers",
     "check_prune_linear",
     "check_row_sums",
