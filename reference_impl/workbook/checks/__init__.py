@@ -17,6 +17,7 @@ from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
     check_my_chunking,
+    check_my_largest_chunk,
     check_my_query_chunked_attention,
 )
 from reference_impl.workbook.checks.conv1d import (
@@ -49,6 +50,7 @@ __all__ = [
     "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",
     "check_my_chunking",
+    "check_my_largest_chunk",
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
