@@ -24,6 +24,7 @@ from reference_impl.workbook.checks.conv1d import (
     check_conv1d_forward,
     check_conv1d_to_linear,
     check_find_untransposed,
+    check_split_c_attn,
 )
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
@@ -59,6 +60,7 @@ __all__ = [
     "check_prune_linear",
     "check_row_sums",
     "check_sliding_window_mask",
+    "check_split_c_attn",
     "check_tensor",
     "first_difference",
     "passed",

@@ -21,7 +21,7 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 
-__all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untransposed"]
+__all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untransposed", "check_split_c_attn"]
 
 # (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
 _LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
@@ -200,5 +200,59 @@ def check_find_untransposed(
             raise CheckFailed(
                 f"{exercise} on a model with {len(truth)} untransposed layer(s): got {sorted(got)}, expected "
                 f"{truth}; missed {missing}, wrongly flagged {extra}"
+            )
+    passed(exercise)
+
+
+def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.Linear, nn.Linear]]) -> None:
+    """Check `my_split_c_attn(c_attn)`: three `nn.Linear(C, C)` computing the q, k and v parts of GPT-2's fused `c_attn`.
+
+    `c_attn` is a `Conv1D(3C, C)`: weight `(C, 3C)`, whose output GPT2Attention splits as `q, k, v =
+    out.split(C, dim=-1)`. Each returned layer must give its third of the output (within 1e-5) and own its
+    storage (changing it must not change `c_attn`). The layers are square, so a forgotten transpose is only caught
+    by the values, and the check says so.
+
+    Raises:
+        ExerciseNotFinished: the function still raises NotImplementedError.
+        CheckFailed: not three Linear layers, a wrong shape, a wrong third, or shared storage.
+    """
+    exercise = "my_split_c_attn"
+    for C, seed in ((4, 0), (6, 1)):
+        conv = _layer(3 * C, C, seed)
+        got = student_call(exercise, my_split_c_attn, conv)
+        if not (isinstance(got, tuple) and len(got) == 3 and all(isinstance(m, nn.Linear) for m in got)):
+            raise CheckFailed(f"{exercise}: return a tuple of three nn.Linear layers (q, k, v), got {got!r}")
+        x = torch.randn(2, 3, C, generator=torch.Generator().manual_seed(seed + 10))
+        with torch.no_grad():
+            parts = conv(x).split(C, dim=-1)  # as GPT2Attention: q, k, v
+            for name, layer, want in zip("qkv", got, parts, strict=True):
+                if tuple(layer.weight.shape) != (C, C) or layer.bias is None:
+                    raise CheckFailed(
+                        f"{exercise}: {name} must be nn.Linear({C}, {C}) with a bias, got weight "
+                        f"{tuple(layer.weight.shape)}, bias {'none' if layer.bias is None else 'present'}"
+                    )
+                out = layer(x)
+                if not torch.allclose(out, want, **_TOL):
+                    index = "qkv".index(name)
+                    untransposed = (
+                        x @ conv.weight[:, index * C : (index + 1) * C].T
+                        + conv.bias[index * C : (index + 1) * C]
+                    )
+                    why = (
+                        " (the weight was copied without its transpose: square layers load silently wrong)"
+                        if torch.allclose(out, untransposed, **_TOL)
+                        else ""
+                    )
+                    raise CheckFailed(
+                        f"{exercise}: {name}(x) differs from the {name} third of c_attn(x) for C={C}{why}: "
+                        f"{first_difference(out, want, **_TOL)}"
+                    )
+        before = conv.weight.detach().clone()
+        with torch.no_grad():
+            for layer in got:
+                layer.weight.add_(1.0)
+        if not torch.equal(conv.weight, before):
+            raise CheckFailed(
+                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not view them"
             )
     passed(exercise)

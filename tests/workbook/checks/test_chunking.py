@@ -271,14 +271,20 @@ def test_largest_chunk_passes_the_reference(capsys: pytest.CaptureFixture[str]) 
     "wrong, message",
     [
         # Ignores that the chunk size must divide T: 7 * c / T <= budget - 1 solved for c, rounded down.
-        (lambda T, b: 0 if b >= 8 else (int((b - 1) * T / 7) if b >= 2 else None), r"budget=4.4\) returned 62 \(62 does not divide T=128\)"),
+        (
+            lambda T, b: 0 if b >= 8 else (int((b - 1) * T / 7) if b >= 2 else None),
+            r"budget=4.4\) returned 62 \(62 does not divide T=128\)",
+        ),
         # Forgets the floor of 2 units: promises a chunk for a budget below it.
         (
             lambda T, b: reference_largest_chunk(T, max(b, 2.0)),
             r"budget=1.9\) returned 16 \(peak 2 units\); expected None",
         ),
         # Chunks even when the unchunked peak fits.
-        (lambda T, b: reference_largest_chunk(T, min(b, 7.9)), r"budget=8.0\) returned 64 \(peak 4.5 units\); expected 0"),
+        (
+            lambda T, b: reference_largest_chunk(T, min(b, 7.9)),
+            r"budget=8.0\) returned 64 \(peak 4.5 units\); expected 0",
+        ),
     ],
 )
 def test_largest_chunk_names_the_wrong_answer(wrong: Callable[..., object], message: str) -> None:
