@@ -13,7 +13,11 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
-from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss, check_pick_every_n_layers
+from reference_impl.workbook.checks.checkpointing import (
+    check_checkpointed_loss,
+    check_fastest_under_budget,
+    check_pick_every_n_layers,
+)
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
     check_my_chunking,
@@ -45,6 +49,7 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_fastest_under_budget",
     "check_find_untransposed",
     "check_heads_to_prune",
     "check_kept_indices",
