@@ -28,6 +28,7 @@ from reference_impl.workbook.checks.conv1d import (
     check_conv1d_forward,
     check_conv1d_to_linear,
     check_find_untransposed,
+    check_forward_bytes,
     check_split_c_attn,
 )
 from reference_impl.workbook.checks.pruning import (
@@ -51,6 +52,7 @@ __all__ = [
     "check_conv1d_to_linear",
     "check_fastest_under_budget",
     "check_find_untransposed",
+    "check_forward_bytes",
     "check_heads_to_prune",
     "check_kept_indices",
     "check_my_apply_rotary",

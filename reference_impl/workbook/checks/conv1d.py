@@ -21,7 +21,13 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 
-__all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untransposed", "check_split_c_attn"]
+__all__ = [
+    "check_conv1d_forward",
+    "check_conv1d_to_linear",
+    "check_find_untransposed",
+    "check_forward_bytes",
+    "check_split_c_attn",
+]
 
 # (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
 _LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
@@ -255,4 +261,49 @@ def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.L
             raise CheckFailed(
                 f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not view them"
             )
+    passed(exercise)
+
+
+def _measured_forward_bytes(B: int, T: int, nx: int, nf: int) -> int:
+    """Bytes our Conv1D(nf, nx) allocates at its peak on `torch.randn(T, B, nx).transpose(0, 1)`, a (B, T, nx) view."""
+    from reference_impl.workbook.measure import PeakMemory
+
+    conv = _layer(nf, nx, seed=0)
+    x = torch.randn(T, B, nx).transpose(0, 1)  # (T, B, nx) -> (B, T, nx), sequence-first code's layout
+    with torch.no_grad(), PeakMemory() as mem:
+        conv(x)
+    return mem.peak_bytes
+
+
+def check_forward_bytes(my_forward_bytes: Callable[[int, int, int, int], int]) -> None:
+    """Check `my_forward_bytes(B, T, nx, nf)`: the peak bytes our `Conv1D(nf, nx)` allocates on a transposed input.
+
+    The input is `torch.randn(T, B, nx).transpose(0, 1)` (fp32), made before the forward. Measured with
+    `PeakMemory` under `torch.no_grad()`: the output, plus a copy of the input whenever `reshape` cannot view it.
+
+    Raises:
+        ExerciseNotFinished: the function still raises NotImplementedError.
+        CheckFailed: a prediction differs from the measurement; the message says by how much, and what that is.
+    """
+    exercise = "my_forward_bytes"
+    for B, T, nx, nf in [(2, 12, 32, 96), (3, 5, 4, 6), (1, 128, 16, 64), (4, 1, 8, 8)]:
+        want = _measured_forward_bytes(B, T, nx, nf)
+        got = student_call(exercise, my_forward_bytes, B, T, nx, nf)
+        if got == want:
+            continue
+        copy = 4 * B * T * nx
+        if isinstance(got, int) and got - want == copy:
+            why = (
+                f": no copy is made here, because a (B={B}, T={T}) transpose with a dimension of size 1 is still "
+                "contiguous, so reshape returns a view"
+            )
+        elif isinstance(got, int) and want - got == copy:
+            why = ": the input is not contiguous, so reshape copies it (one more tensor of the input's size)"
+        elif isinstance(got, int) and got * 4 == want:
+            why = ": count bytes, not elements (fp32 is 4 bytes)"
+        else:
+            why = ""
+        raise CheckFailed(
+            f"{exercise}(B={B}, T={T}, nx={nx}, nf={nf}) returned {got!r}, measured {want} bytes{why}"
+        )
     passed(exercise)

@@ -15,6 +15,7 @@ from reference_impl.workbook.checks.conv1d import (
     check_conv1d_forward,
     check_conv1d_to_linear,
     check_find_untransposed,
+    check_forward_bytes,
     check_split_c_attn,
 )
 
@@ -345,3 +346,32 @@ def test_split_c_attn_not_started() -> None:
 
     with pytest.raises(ExerciseNotFinished):
         check_split_c_attn(not_yet)
+
+
+# ------------------------------------------------------------------------------------- predicting the bytes
+
+
+def forward_bytes(B: int, T: int, nx: int, nf: int) -> int:
+    copy = 4 * B * T * nx if B > 1 and T > 1 else 0  # a size-1 dimension keeps the transpose contiguous
+    return 4 * B * T * nf + copy
+
+
+def test_forward_bytes_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    check_forward_bytes(forward_bytes)
+    assert capsys.readouterr().out == "✅ my_forward_bytes: all checks passed\n"
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (
+            lambda B, T, nx, nf: 4 * B * T * nf,
+            r"\(B=2, T=12, nx=32, nf=96\) returned 9216, .* reshape copies it",
+        ),
+        (lambda B, T, nx, nf: 4 * B * T * (nf + nx), r"\(B=1, T=128.* still contiguous"),
+        (lambda B, T, nx, nf: forward_bytes(B, T, nx, nf) // 4, "count bytes, not elements"),
+    ],
+)
+def test_forward_bytes_explains_the_miss(wrong, message: str) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_forward_bytes(wrong)
