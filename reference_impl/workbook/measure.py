@@ -170,12 +170,18 @@ class PeakMemory(TorchDispatchMode):
 
     Views share their base's storage and add nothing (a view of a tensor made before the block is not
     counted either); in-place ops add nothing.
+
+    To explain a peak, `peak_op` names the operator whose output reached it (e.g. "aten.sum.dim_IntList") and
+    `alive_at_peak` lists the bytes of every storage alive at that moment, largest first.
     """
 
     def __init__(self, baseline: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
         self.current_bytes = 0
         self.peak_bytes = 0
+        self.peak_op = "baseline"
+        self.alive_at_peak: list[int] = []
+        self._op = "baseline"
         self._alive: dict[int, int] = {}
         for t in baseline:
             self._track(t)
@@ -191,11 +197,15 @@ class PeakMemory(TorchDispatchMode):
         nbytes = storage.nbytes()
         self._alive[sid] = nbytes
         self.current_bytes += nbytes
-        self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+        if self.current_bytes > self.peak_bytes:
+            self.peak_bytes = self.current_bytes
+            self.peak_op = self._op
+            self.alive_at_peak = sorted(self._alive.values(), reverse=True)
         weakref.finalize(storage, self._release, sid)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
+        self._op = str(func)
         # An output that shares an input's storage (a view, an in-place result) allocated nothing new.
         inputs = {
             id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)

@@ -104,3 +104,16 @@ def test_hook_calls_counts_each_module_and_stops_counting_on_exit() -> None:
 def test_hook_calls_refuses_an_empty_module_list() -> None:
     with pytest.raises(ValueError, match="modules is empty"):
         HookCalls([])
+
+
+def test_peak_memory_says_which_op_reached_the_peak_and_what_was_alive() -> None:
+    x = torch.randn(1024)  # 4 KiB, made before the block
+    with PeakMemory() as mem:
+        a = x * 2  # 4 KiB
+        b = torch.cat([a, a])  # 8 KiB: the peak, 12 KiB alive
+        del a
+        c = b[:10] + 1  # 40 bytes, below the peak
+    assert mem.peak_bytes == 12 * 1024
+    assert mem.peak_op.startswith("aten.cat")
+    assert mem.alive_at_peak == [8 * 1024, 4 * 1024]
+    assert c.numel() == 10

@@ -20,16 +20,23 @@ from reference_impl.workbook.checks.capstone import (
     check_kept_prediction,
     check_length_plan,
 )
-from reference_impl.workbook.checks.checkpointing import check_checkpointed_loss, check_pick_every_n_layers
+from reference_impl.workbook.checks.checkpointing import (
+    check_checkpointed_loss,
+    check_fastest_under_budget,
+    check_pick_every_n_layers,
+)
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
     check_my_chunking,
+    check_my_largest_chunk,
     check_my_query_chunked_attention,
 )
 from reference_impl.workbook.checks.conv1d import (
     check_conv1d_forward,
     check_conv1d_to_linear,
     check_find_untransposed,
+    check_forward_bytes,
+    check_split_c_attn,
 )
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
@@ -41,7 +48,7 @@ from reference_impl.workbook.checks.rope import (
     check_my_linear_scaling,
     check_my_llama3_untouched,
 )
-from reference_impl.workbook.checks.warmup import check_row_sums
+from reference_impl.workbook.checks.warmup import check_peak_prediction, check_row_sums
 
 __all__ = [
     "CheckFailed",
@@ -51,8 +58,10 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_fastest_under_budget",
     "check_find_untransposed",
     "check_gpt2_layout_copy",
+    "check_forward_bytes",
     "check_heads_to_prune",
     "check_kept_indices",
     "check_kept_prediction",
@@ -60,13 +69,16 @@ __all__ = [
     "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",
     "check_my_chunking",
+    "check_my_largest_chunk",
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
+    "check_peak_prediction",
     "check_pick_every_n_layers",
     "check_prune_linear",
     "check_row_sums",
     "check_sliding_window_mask",
+    "check_split_c_attn",
     "check_tensor",
     "first_difference",
     "passed",

@@ -19,7 +19,13 @@ from torch import nn
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
 from reference_impl.workbook.checks._core import CheckFailed, check_tensor, passed, student_call
 
-__all__ = ["ScaledCachingBlock", "check_checkpointed_loss", "check_pick_every_n_layers", "kept_units_every_n"]
+__all__ = [
+    "ScaledCachingBlock",
+    "check_checkpointed_loss",
+    "check_fastest_under_budget",
+    "check_pick_every_n_layers",
+    "kept_units_every_n",
+]
 
 
 class ScaledCachingBlock(GradientCheckpointingLayer):
@@ -163,10 +169,9 @@ def _describe(num_layers: int, a: int, k: int | None) -> str:
 
 
 def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None:
-    """Check `fn(num_layers, a, budget) -> every_n_layers`: the largest k (least recompute) whose kept units
-    fit.
+    """Check `fn(num_layers, alpha, budget) -> every_n_layers`: the largest k (least recompute) whose kept units fit.
 
-    None when no checkpointing is needed (a * L <= budget), 0 when even k = 1 does not fit.
+    None when no checkpointing is needed (alpha * L <= budget), 0 when even k = 1 does not fit.
     """
     cases = [
         (16, 3, 48),
@@ -188,11 +193,59 @@ def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None
 
         if got not in (None, 0) and (not isinstance(got, int) or not 1 <= got <= num_layers):
             raise CheckFailed(
-                f"L={num_layers}, a={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
+                f"L={num_layers}, alpha={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
             )
         raise CheckFailed(
-            f"L={num_layers}, a={a}, budget={budget} units: got "
-            f"every_n_layers={_describe(num_layers, a, got)}, "
+            f"L={num_layers}, alpha={a}, budget={budget} units: got every_n_layers={_describe(num_layers, a, got)}, "
             f"expected {_describe(num_layers, a, want)}"
         )
     passed("pick every_n_layers")
+
+
+def _describe_config(results: dict[str, dict[str, Any]], key: str | None) -> str:
+    if key is None:
+        return "None"
+    r = results[key]
+    return f"{key!r} (memory {r['mem_ratio']:.3f}, time {r['time_ratio']:.2f}x)"
+
+
+def _reference_fastest(results: dict[str, dict[str, Any]], budget: float) -> str | None:
+    fitting = [(r["time_ratio"], key) for key, r in results.items() if r["mem_ratio"] <= budget]
+    return min(fitting)[1] if fitting else None
+
+
+def check_fastest_under_budget(fn: Callable[[dict[str, dict[str, Any]], float], str | None]) -> None:
+    """Check `fn(results, budget) -> key`: the fastest configuration of a recorded front whose peak fits the budget.
+
+    `results` maps a configuration's key to a dict with at least `mem_ratio` (peak / no-checkpoint peak) and
+    `time_ratio` (step time / no checkpoint), as `load_record("checkpointing_gpu")` holds them; `budget` is a
+    fraction of the no-checkpoint peak. Expected: the key with the smallest `time_ratio` among those with
+    `mem_ratio <= budget`, None if none fits. Checked on the recorded H200 fronts of three models and on a small
+    front made up to catch the usual slips (picking the smallest memory, or a `<` where `<=` is meant).
+    """
+    from reference_impl.workbook.lesson import load_record
+
+    exercise = "fastest under budget"
+    made_up = {
+        "none": {"mem_ratio": 1.0, "time_ratio": 1.0},
+        "every 2nd": {"mem_ratio": 0.6, "time_ratio": 1.1},
+        "every layer": {"mem_ratio": 0.4, "time_ratio": 1.3},
+        "segments": {"mem_ratio": 0.35, "time_ratio": 1.25},
+    }
+    fronts = {"made-up front": made_up}
+    record = load_record("checkpointing_gpu")["full"]["models"]
+    fronts.update({name: m["results"] for name, m in record.items()})
+    for name, results in fronts.items():
+        for budget in (1.0, 0.6, 0.5, 0.45, 0.4, 0.3, 0.2):
+            want = _reference_fastest(results, budget)
+            got = student_call(exercise, fn, results, budget)
+            if got == want:
+                continue
+            if got is not None and got not in results:
+                raise CheckFailed(f"{exercise}: {name}, budget {budget}: {got!r} is not a key of results")
+
+            raise CheckFailed(
+                f"{exercise}: {name}, budget {budget}: got {_describe_config(results, got)}, "
+                f"expected {_describe_config(results, want)}"
+            )
+    passed(exercise)

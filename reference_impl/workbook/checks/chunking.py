@@ -25,7 +25,12 @@ from reference_impl.workbook.checks._core import (
 )
 from reference_impl.workbook.measure import PeakMemory, tensor_bytes
 
-__all__ = ["check_my_chunked_checkpointed_ffn", "check_my_chunking", "check_my_query_chunked_attention"]
+__all__ = [
+    "check_my_chunked_checkpointed_ffn",
+    "check_my_chunking",
+    "check_my_largest_chunk",
+    "check_my_query_chunked_attention",
+]
 
 
 class _Spy:
@@ -226,5 +231,72 @@ def check_my_chunked_checkpointed_ffn(my_ffn: Callable[..., torch.Tensor]) -> No
             "intermediates for backward, and checkpointing the whole chunked call recomputes all chunks at "
             "once; checkpoint each chunk's call (torch.utils.checkpoint.checkpoint(forward_fn, chunk, "
             "use_reentrant=False))"
+        )
+    passed(exercise)
+
+
+def _ffn_peak_units(c: int, T: int) -> float:
+    """Lesson 03's predicted FFN inference peak in units of B·T·C: max(1 + 7c/T, 2) chunked by c, 8 unchunked (0)."""
+    return 8.0 if c == 0 else max(1 + 7 * c / T, 2.0)
+
+
+def _reference_largest_chunk(T: int, budget: float) -> int | None:
+    if budget >= 8:
+        return 0
+    fitting = [c for c in range(1, T + 1) if T % c == 0 and _ffn_peak_units(c, T) <= budget]
+    return max(fitting) if fitting else None
+
+
+def _measured_ffn_peak_units(T: int, c: int) -> float:
+    """The inference peak of a Linear-GELU-Linear FFN (4x wide) chunked by c along T, measured, in units of B·T·C."""
+    C = 4
+    torch.manual_seed(0)
+    ffn = torch.nn.Sequential(torch.nn.Linear(C, 4 * C), torch.nn.GELU(), torch.nn.Linear(4 * C, C))
+    x = torch.randn(1, T, C)
+    with torch.no_grad(), PeakMemory() as mem:
+        apply_chunking_to_forward(ffn.forward, c, 1, x)
+    return mem.peak_bytes / tensor_bytes(x)
+
+
+def check_my_largest_chunk(my_largest_chunk: Callable[[int, float], int | None]) -> None:
+    """Check `my_largest_chunk(T, budget)`: the largest chunk size whose FFN inference peak fits `budget` units.
+
+    The peak is lesson 03's max(1 + 7c/T, 2) units of `B·T·C` for a chunk size c that divides T, 8 unchunked.
+    Expected: 0 (no chunking) when the unchunked 8 units fit, None when not even the floor of 2 fits, else the
+    largest divisor c of T that fits. The check also measures the formula once on a small FFN with `PeakMemory`.
+
+    Raises:
+        ExerciseNotFinished: the function still raises NotImplementedError.
+        CheckFailed: a wrong answer; the message names T, the budget and the peak of both chunk sizes.
+    """
+    exercise = "my_largest_chunk"
+    measured, predicted = _measured_ffn_peak_units(64, 16), _ffn_peak_units(16, 64)
+    if abs(measured - predicted) > 0.01:  # pragma: no cover - guards the formula the exercise is graded by
+        raise CheckFailed(
+            f"{exercise}: the measured peak {measured:.3f} disagrees with the formula {predicted:.3f}"
+        )
+    for T, budget in [
+        (128, 8.0),
+        (128, 4.5),
+        (128, 4.4),
+        (96, 3.0),
+        (128, 2.0),
+        (128, 1.9),
+        (100, 5.0),
+        (7, 2.5),
+    ]:
+        got = student_call(exercise, my_largest_chunk, T, budget)
+        want = _reference_largest_chunk(T, budget)
+        if got == want:
+            continue
+        if isinstance(got, int) and got > 0 and T % got:
+            about = f" ({got} does not divide T={T})"
+        elif isinstance(got, int) and 0 <= got <= T:
+            about = f" (peak {_ffn_peak_units(got, T):.3g} units)"
+        else:
+            about = ""
+        want_peak = "" if want is None else f" (peak {_ffn_peak_units(want, T):.3g} units)"
+        raise CheckFailed(
+            f"{exercise}(T={T}, budget={budget}) returned {got!r}{about}; expected {want!r}{want_peak}"
         )
     passed(exercise)

@@ -22,7 +22,13 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 
-__all__ = ["check_conv1d_forward", "check_conv1d_to_linear", "check_find_untransposed"]
+__all__ = [
+    "check_conv1d_forward",
+    "check_conv1d_to_linear",
+    "check_find_untransposed",
+    "check_forward_bytes",
+    "check_split_c_attn",
+]
 
 # (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
 _LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
@@ -206,4 +212,103 @@ def check_find_untransposed(
                 f"{exercise} on a model with {len(truth)} untransposed layer(s): got {sorted(got)}, expected "
                 f"{truth}; missed {missing}, wrongly flagged {extra}"
             )
+    passed(exercise)
+
+
+def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.Linear, nn.Linear]]) -> None:
+    """Check `my_split_c_attn(c_attn)`: three `nn.Linear(C, C)` computing the q, k and v parts of GPT-2's fused `c_attn`.
+
+    `c_attn` is a `Conv1D(3C, C)`: weight `(C, 3C)`, whose output GPT2Attention splits as `q, k, v =
+    out.split(C, dim=-1)`. Each returned layer must give its third of the output (within 1e-5) and own its
+    storage (changing it must not change `c_attn`). The layers are square, so a forgotten transpose is only caught
+    by the values, and the check says so.
+
+    Raises:
+        ExerciseNotFinished: the function still raises NotImplementedError.
+        CheckFailed: not three Linear layers, a wrong shape, a wrong third, or shared storage.
+    """
+    exercise = "my_split_c_attn"
+    for C, seed in ((4, 0), (6, 1)):
+        conv = _layer(3 * C, C, seed)
+        got = student_call(exercise, my_split_c_attn, conv)
+        if not (isinstance(got, tuple) and len(got) == 3 and all(isinstance(m, nn.Linear) for m in got)):
+            raise CheckFailed(f"{exercise}: return a tuple of three nn.Linear layers (q, k, v), got {got!r}")
+        x = torch.randn(2, 3, C, generator=torch.Generator().manual_seed(seed + 10))
+        with torch.no_grad():
+            parts = conv(x).split(C, dim=-1)  # as GPT2Attention: q, k, v
+            for name, layer, want in zip("qkv", got, parts, strict=True):
+                if tuple(layer.weight.shape) != (C, C) or layer.bias is None:
+                    raise CheckFailed(
+                        f"{exercise}: {name} must be nn.Linear({C}, {C}) with a bias, got weight "
+                        f"{tuple(layer.weight.shape)}, bias {'none' if layer.bias is None else 'present'}"
+                    )
+                out = layer(x)
+                if not torch.allclose(out, want, **_TOL):
+                    index = "qkv".index(name)
+                    untransposed = (
+                        x @ conv.weight[:, index * C : (index + 1) * C].T
+                        + conv.bias[index * C : (index + 1) * C]
+                    )
+                    why = (
+                        " (the weight was copied without its transpose: square layers load silently wrong)"
+                        if torch.allclose(out, untransposed, **_TOL)
+                        else ""
+                    )
+                    raise CheckFailed(
+                        f"{exercise}: {name}(x) differs from the {name} third of c_attn(x) for C={C}{why}: "
+                        f"{first_difference(out, want, **_TOL)}"
+                    )
+        before = conv.weight.detach().clone()
+        with torch.no_grad():
+            for layer in got:
+                layer.weight.add_(1.0)
+        if not torch.equal(conv.weight, before):
+            raise CheckFailed(
+                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not view them"
+            )
+    passed(exercise)
+
+
+def _measured_forward_bytes(B: int, T: int, nx: int, nf: int) -> int:
+    """Bytes our Conv1D(nf, nx) allocates at its peak on `torch.randn(T, B, nx).transpose(0, 1)`, a (B, T, nx) view."""
+    from reference_impl.workbook.measure import PeakMemory
+
+    conv = _layer(nf, nx, seed=0)
+    x = torch.randn(T, B, nx).transpose(0, 1)  # (T, B, nx) -> (B, T, nx), sequence-first code's layout
+    with torch.no_grad(), PeakMemory() as mem:
+        conv(x)
+    return mem.peak_bytes
+
+
+def check_forward_bytes(my_forward_bytes: Callable[[int, int, int, int], int]) -> None:
+    """Check `my_forward_bytes(B, T, nx, nf)`: the peak bytes our `Conv1D(nf, nx)` allocates on a transposed input.
+
+    The input is `torch.randn(T, B, nx).transpose(0, 1)` (fp32), made before the forward. Measured with
+    `PeakMemory` under `torch.no_grad()`: the output, plus a copy of the input whenever `reshape` cannot view it.
+
+    Raises:
+        ExerciseNotFinished: the function still raises NotImplementedError.
+        CheckFailed: a prediction differs from the measurement; the message says by how much, and what that is.
+    """
+    exercise = "my_forward_bytes"
+    for B, T, nx, nf in [(2, 12, 32, 96), (3, 5, 4, 6), (1, 128, 16, 64), (4, 1, 8, 8)]:
+        want = _measured_forward_bytes(B, T, nx, nf)
+        got = student_call(exercise, my_forward_bytes, B, T, nx, nf)
+        if got == want:
+            continue
+        copy = 4 * B * T * nx
+        if isinstance(got, int) and got - want == copy:
+            why = (
+                f": no copy is made here, because a (B={B}, T={T}) transpose with a dimension of size 1 is still "
+                "contiguous, so reshape returns a view"
+            )
+        elif isinstance(got, int) and want - got == copy:
+            why = ": the input is not contiguous, so reshape copies it (one more tensor of the input's size)"
+        elif isinstance(got, int) and got * 4 == want:
+            why = ": count bytes, not elements (fp32 is 4 bytes)"
+        else:
+            why = ""
+        raise CheckFailed(
+            f"{exercise}(B={B}, T={T}, nx={nx}, nf={nf}) returned {got!r}, measured {want} bytes{why}"
+        )
     passed(exercise)

@@ -9,6 +9,7 @@ import pytest
 from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
 from reference_impl.workbook.checks.checkpointing import (
     check_checkpointed_loss,
+    check_fastest_under_budget,
     check_pick_every_n_layers,
     kept_units_every_n,
 )
@@ -130,7 +131,7 @@ def test_pick_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
             r"budget=47 units: got every_n_layers=1 \(keeps 16 units, recomputes 16 of 16 layers\), expected "
             r"16",
         ),
-        (floor_pick, r"L=10, a=3, budget=22 units: got every_n_layers=2 .*expected 3"),
+        (floor_pick, r"L=10, alpha=3, budget=22 units: got every_n_layers=2 .*expected 3"),
         (never_none, r"budget=48 units: got every_n_layers=16 .*expected None"),
     ],
     ids=["always-every-layer", "floor-not-ceil", "checkpoints-when-not-needed"],
@@ -144,3 +145,37 @@ def test_kept_units_formula() -> None:
     assert kept_units_every_n(16, None, 3) == 48
     assert kept_units_every_n(16, 1, 3) == 16
     assert kept_units_every_n(10, 3, 3) == math.ceil(10 / 3) + 6 * 3
+
+
+# ------------------------------------------------------------------------------------- the recorded front
+
+
+def fastest(results, budget):
+    fitting = [(r["time_ratio"], key) for key, r in results.items() if r["mem_ratio"] <= budget]
+    return min(fitting)[1] if fitting else None
+
+
+def test_fastest_under_budget_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    check_fastest_under_budget(fastest)
+    assert "fastest under budget: all checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        # The smallest peak, not the fastest step that fits.
+        (
+            lambda res, b: min(res, key=lambda k: res[k]["mem_ratio"]),
+            r"made-up front, budget 1.0: got 'segments'",
+        ),
+        # A strict < where the budget allows equality.
+        (
+            lambda res, b: fastest(res, b - 1e-9),
+            r"made-up front, budget 1.0: got 'every 2nd' .* expected 'none'",
+        ),
+        (lambda res, b: "every layer, reentrant", r"is not a key of results"),
+    ],
+)
+def test_fastest_under_budget_names_the_slip(wrong, message: str) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_fastest_under_budget(wrong)

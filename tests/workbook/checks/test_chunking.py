@@ -15,6 +15,7 @@ from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinishe
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
     check_my_chunking,
+    check_my_largest_chunk,
     check_my_query_chunked_attention,
 )
 
@@ -259,3 +260,45 @@ def test_check_my_chunked_checkpointed_ffn_names_what_is_wrong(
 def test_check_my_chunked_checkpointed_ffn_spots_an_unfinished_exercise() -> None:
     with pytest.raises(ExerciseNotFinished, match="my_chunked_checkpointed_ffn"):
         check_my_chunked_checkpointed_ffn(not_started)
+
+
+def reference_largest_chunk(T: int, budget: float) -> int | None:
+    if budget >= 8:
+        return 0
+    fits = [c for c in range(1, T + 1) if T % c == 0 and max(1 + 7 * c / T, 2.0) <= budget]
+    return max(fits) if fits else None
+
+
+def test_largest_chunk_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    check_my_largest_chunk(reference_largest_chunk)
+    assert capsys.readouterr().out == "✅ my_largest_chunk: all checks passed\n"
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        # Ignores that the chunk size must divide T: 7 * c / T <= budget - 1 solved for c, rounded down.
+        (
+            lambda T, b: 0 if b >= 8 else (int((b - 1) * T / 7) if b >= 2 else None),
+            r"budget=4.4\) returned 62 \(62 does not divide T=128\)",
+        ),
+        # Forgets the floor of 2 units: promises a chunk for a budget below it.
+        (
+            lambda T, b: reference_largest_chunk(T, max(b, 2.0)),
+            r"budget=1.9\) returned 16 \(peak 2 units\); expected None",
+        ),
+        # Chunks even when the unchunked peak fits.
+        (
+            lambda T, b: reference_largest_chunk(T, min(b, 7.9)),
+            r"budget=8.0\) returned 64 \(peak 4.5 units\); expected 0",
+        ),
+    ],
+)
+def test_largest_chunk_names_the_wrong_answer(wrong: Callable[..., object], message: str) -> None:
+    with pytest.raises(CheckFailed, match=message):
+        check_my_largest_chunk(wrong)
+
+
+def test_largest_chunk_not_started() -> None:
+    with pytest.raises(ExerciseNotFinished):
+        check_my_largest_chunk(not_started)
