@@ -90,7 +90,7 @@ def test_fitted_score_explodes_beyond_the_trained_length_but_not_between_integer
     assert result["max_beyond"] > 100 * result["max_inside"]
     fig, axes = plt.subplots(1, 2)
     rp.plot_interpolation_vs_extrapolation(axes, result)
-    assert "beyond L" in axes[0].get_title()
+    assert "beyond the trained length" in axes[0].get_title()
     plt.close(fig)
 
 
@@ -120,3 +120,27 @@ def test_panel_has_a_factor_slider_that_redraws_the_figure():
     panel.controls["rope_type"].value = "llama3"
     assert panel.history[-1] == ("llama3", 8.0, 8192)
     assert "llama3" in panel.figure.axes[0].get_title()
+
+
+def test_clock_hands_point_at_position_times_frequency_and_linear_scaling_slows_every_hand(ax):
+    default = ROPE_INIT_FUNCTIONS["default"](rp.example_config("default"))[0]
+    linear = ROPE_INIT_FUNCTIONS["linear"](rp.example_config("linear", 4.0))[0]
+    pairs = (0, 8, 16)
+    rp.plot_clock_hands(ax, default, 10, pairs)
+    hands = ax.get_lines()[1:]
+    assert [h.get_label() for h in hands] == [
+        f"pair {i}: {10 * float(default[i]) / (2 * math.pi):.2f} turns" for i in pairs
+    ]
+    for hand, i in zip(hands, pairs, strict=True):
+        x, y = hand.get_xdata()[1], hand.get_ydata()[1]
+        assert math.isclose(
+            math.atan2(y, x) % (2 * math.pi), (10 * float(default[i])) % (2 * math.pi), abs_tol=1e-6
+        )
+    radii = [math.hypot(h.get_xdata()[1], h.get_ydata()[1]) for h in hands]
+    assert radii == sorted(radii, reverse=True)  # the fastest pair is the longest hand
+    fig, other = plt.subplots()
+    rp.plot_clock_hands(other, linear, 10, pairs)
+    slowed = [math.atan2(h.get_ydata()[1], h.get_xdata()[1]) for h in other.get_lines()[1:]]
+    plt.close(fig)
+    for angle, i in zip(slowed, pairs, strict=True):
+        assert math.isclose(angle % (2 * math.pi), (10 * float(default[i]) / 4) % (2 * math.pi), abs_tol=1e-6)

@@ -30,9 +30,11 @@ from reference_impl.workbook.checks.pruning import (
     check_prune_linear,
 )
 from reference_impl.workbook.checks.rope import (
+    check_dynamic_ntk_prediction,
     check_my_apply_rotary,
     check_my_linear_scaling,
     check_my_llama3_untouched,
+    check_my_yarn_inv_freq,
 )
 from reference_impl.workbook.checks.warmup import check_row_sums
 
@@ -43,6 +45,7 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_dynamic_ntk_prediction",
     "check_find_untransposed",
     "check_heads_to_prune",
     "check_kept_indices",
@@ -52,6 +55,7 @@ __all__ = [
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
+    "check_my_yarn_inv_freq",
     "check_pick_every_n_layers",
     "check_prune_linear",
     "check_row_sums",
