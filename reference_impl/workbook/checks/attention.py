@@ -2,6 +2,7 @@
 
     check_sliding_window_mask(my_sliding_window_mask)   # (sliding_window) -> (b, h, q, kv) -> bool
     check_attention_function(my_attention)              # transformers' attention-function contract
+    check_first_key_recorder(MyFirstKeyRecorder)        # a registered function that records attention to key 0
 
 Each prints one success line or raises `CheckFailed` saying, in plain words, what differs (and, for the mistakes
 everyone makes, why); code still raising NotImplementedError gives `ExerciseNotFinished`.
@@ -32,7 +33,7 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 
-__all__ = ["check_attention_function", "check_sliding_window_mask"]
+__all__ = ["check_attention_function", "check_first_key_recorder", "check_sliding_window_mask"]
 
 _WINDOW_EXERCISE = "sliding-window mask"
 _ATTENTION_EXERCISE = "attention function"
@@ -241,3 +242,70 @@ def _diagnose_values(
                 f"on {what}: a bool mask was added to the scores (True became +1): for a bool mask, True means "
                 "attend; fill the scores where it is False with torch.finfo(dtype).min"
             )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A custom function worth keeping: record the attention each query pays to the first key
+# ---------------------------------------------------------------------------------------------------------------
+_FIRST_KEY_EXERCISE = "first-key recorder"
+
+
+def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
+    """`recorder_class()` is an attention function with a `records` dict: `records[layer] = weights[..., 0]`.
+
+    Registered by name in transformers (with `eager_mask`) and run on a tiny grouped-query Llama, it must leave the
+    logits exactly as transformers' eager attention gives them, and record for every layer (keyed by
+    `module.layer_idx`) the `(B, H, T)` attention weight each query puts on key 0, as eager's
+    `output_attentions` reports it.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from reference_impl.attention import registered_in_transformers
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        reference = model(input_ids=ids, output_attentions=True)
+    recorder = student_call(_FIRST_KEY_EXERCISE, recorder_class)
+    if not isinstance(getattr(recorder, "records", None), dict):
+        raise CheckFailed(
+            "the recorder needs a `records` dict, filled by each call: records[module.layer_idx] = ..."
+        )
+    try:
+        with registered_in_transformers("first_key_check", recorder, eager_mask):
+            model.set_attn_implementation("first_key_check")
+            with torch.no_grad():
+                logits = student_call(_FIRST_KEY_EXERCISE, lambda: model(input_ids=ids).logits)
+    finally:
+        model.set_attn_implementation("eager")
+    if not torch.allclose(logits, reference.logits, atol=1e-6, rtol=0):
+        raise CheckFailed(
+            "the model's logits changed: a recorder must return exactly what the attention it wraps returns "
+            "(call eager_attention_forward and pass its (attn_output, attn_weights) through)"
+        )
+    if sorted(recorder.records) != list(range(config.num_hidden_layers)):
+        raise CheckFailed(
+            f"records has keys {sorted(recorder.records)}; expected one per layer, keyed by module.layer_idx: "
+            f"{list(range(config.num_hidden_layers))}"
+        )
+    for layer, weights in enumerate(reference.attentions):  # (B, H, T, S)
+        expected = weights[..., 0]  # (B, H, T)
+        got = recorder.records[layer]
+        if isinstance(got, torch.Tensor) and got.shape == weights.shape:
+            raise CheckFailed(
+                f"records[{layer}] has the whole (B, H, T, S) weights {tuple(got.shape)}; keep the first key "
+                "only, weights[..., 0], shape (B, H, T)"
+            )
+        check_tensor(f"records[{layer}] (the weight on key 0)", got, expected, atol=1e-6)
+    passed(_FIRST_KEY_EXERCISE)
