@@ -5,7 +5,8 @@
 - `check_my_llama3_untouched(my_llama3_untouched)`: which pairs Llama 3 leaves alone;
 - `check_dynamic_ntk_prediction(predicted)`: the dynamic NTK state machine's action and cached length for each
   call of `DYNAMIC_NTK_CALLS`, predicted by hand;
-- `check_my_yarn_inv_freq(my_yarn_inv_freq)`: YaRN's frequencies from beta_fast / beta_slow.
+- `check_my_yarn_inv_freq(my_yarn_inv_freq)`: YaRN's frequencies from beta_fast / beta_slow;
+- `check_my_relative_score(my_relative_score)`: a RoPE score computed from the distance alone.
 
 Each prints one success line or raises `CheckFailed` saying what differs, and names the classic mistake when it
 recognises one (the interleaved layout, multiplying by the factor, the wrong Llama 3 band).
@@ -34,6 +35,7 @@ __all__ = [
     "check_my_apply_rotary",
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
+    "check_my_relative_score",
     "check_my_yarn_inv_freq",
 ]
 
@@ -279,4 +281,50 @@ def check_my_yarn_inv_freq(fn: Callable[[float, int, int, float, float, float], 
             f"{where}: pair {i} gets share {float(share_got[i]):.4f} of θ_i/s, expected {float(share_expected[i]):.4f} "
             f"(θ' = {float(got[i]):.6g}, expected {float(expected[i]):.6g}).{hint}"
         )
+    passed(exercise)
+
+
+def _absolute_score(q: torch.Tensor, k: torch.Tensor, m: int, n: int, inv_freq: torch.Tensor) -> float:
+    """<RoPE(q, m), RoPE(k, n)> the way a model computes it: both rotated at their absolute positions."""
+    angles = torch.tensor([m, n], dtype=torch.float64)[:, None] * inv_freq.double()[None, :]  # (2, d/2)
+    emb = torch.cat((angles, angles), dim=-1)  # (2, d)
+    cos, sin = emb.cos()[None], emb.sin()[None]  # (1, 2, d)
+    x = torch.stack((q, k)).double()[None, None]  # (1, 1, 2, d)
+    rotated, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    return float((rotated[0, 0, 0] * rotated[0, 0, 1]).sum())
+
+
+def check_my_relative_score(fn: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], float]) -> None:
+    """`fn(q, k, delta, inv_freq)` -> the score of q at position m with k at n = m − delta, from delta alone.
+
+    q, k: (d,) float64; inv_freq: (d/2,) float64. Compared at rtol 1e-9 with both vectors rotated at absolute
+    positions (m = 1000 and n = m − delta) through `apply_rotary_pos_emb`, for several distances, negative ones
+    included.
+    """
+    exercise = "my_relative_score"
+    g = torch.Generator().manual_seed(3)
+    d = 8
+    inv_freq = 10_000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    q, k = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    for delta in (0, 1, 2, 7, 100, -3):
+        m = 1000
+        expected = _absolute_score(q, k, m, m - delta, inv_freq)
+        got = student_call(exercise, fn, q.clone(), k.clone(), delta, inv_freq.clone())
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise CheckFailed(
+                f"{exercise}: expected a number (the score), got {type(got).__name__}"
+            ) from None
+        if math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        hint = ""
+        if math.isclose(got, _absolute_score(q, k, m, m + delta, inv_freq), rel_tol=1e-9, abs_tol=1e-12):
+            hint = (
+                " That is the score at distance −delta: the key sits delta positions *before* the query, so it is "
+                "turned by −delta·θ relative to it (R_{n−m} with n − m = −delta)."
+            )
+        elif math.isclose(got, float(q @ k), rel_tol=1e-9):
+            hint = " That is the plain dot product: nothing was rotated."
+        raise CheckFailed(f"{exercise}(delta={delta}): got {got:.6g}, expected {expected:.6g}.{hint}")
     passed(exercise)

@@ -286,3 +286,23 @@ def test_first_key_check_names_the_mistake(wrong: Any, message: str) -> None:
 
     with pytest.raises(CheckFailed, match=message):
         check_first_key_recorder(wrong)
+
+
+# ---- predict the traps ----
+RIGHT_TRAPS = {"A": True, "B": False, "C": False, "D": False, "E": True, "F": True}
+
+
+def test_trap_check_passes_the_measured_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+    from reference_impl.workbook.checks.attention import check_trap_predictions
+
+    check_trap_predictions(lambda: RIGHT_TRAPS)
+    assert capsys.readouterr().out == "✅ trap predictions: all checks passed\n"
+
+
+def test_trap_check_explains_the_bool_mask_added_as_numbers() -> None:
+    from reference_impl.workbook.checks.attention import check_trap_predictions
+
+    with pytest.raises(CheckFailed, match=r"scenario D .*you predicted True.*True becomes \+1"):
+        check_trap_predictions(lambda: {**RIGHT_TRAPS, "D": True})
+    with pytest.raises(CheckFailed, match="one True/False per scenario"):
+        check_trap_predictions(lambda: {"A": True})

@@ -276,3 +276,33 @@ def test_yarn_check_catches_unrounded_bounds_with_the_pair():
 
     with pytest.raises(CheckFailed, match=r"pair \d+ gets share"):
         check_my_yarn_inv_freq(unrounded_yarn)
+
+
+# --- a score from the distance alone ---
+
+
+def relative_score(q, k, delta, inv_freq):
+    angle = -delta * inv_freq  # the key is turned by (n - m)·θ = -delta·θ relative to the query
+    k1, k2 = _half(k)
+    rotated = torch.cat((k1 * angle.cos() - k2 * angle.sin(), k2 * angle.cos() + k1 * angle.sin()))
+    return float(q @ rotated)
+
+
+def relative_score_wrong_sign(q, k, delta, inv_freq):
+    return relative_score(q, k, -delta, inv_freq)
+
+
+def test_relative_score_check_passes_the_identity(capsys):
+    from reference_impl.workbook.checks.rope import check_my_relative_score
+
+    check_my_relative_score(relative_score)
+    assert "passed" in capsys.readouterr().out
+
+
+def test_relative_score_check_names_the_sign_and_the_unrotated_mistakes():
+    from reference_impl.workbook.checks.rope import check_my_relative_score
+
+    with pytest.raises(CheckFailed, match="distance −delta"):
+        check_my_relative_score(relative_score_wrong_sign)
+    with pytest.raises(CheckFailed, match="plain dot product"):
+        check_my_relative_score(lambda q, k, delta, inv_freq: float(q @ k))
