@@ -257,17 +257,9 @@ def _diagnose_values(
 _FIRST_KEY_EXERCISE = "first-key recorder"
 
 
-def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
-    """`recorder_class()` is an attention function with a `records` dict: `records[layer] = weights[..., 0]`.
-
-    Registered by name in transformers (with `eager_mask`) and run on a tiny grouped-query Llama, it must leave the
-    logits exactly as transformers' eager attention gives them, and record for every layer (keyed by
-    `module.layer_idx`) the `(B, H, T)` attention weight each query puts on key 0, as eager's
-    `output_attentions` reports it.
-    """
+def _tiny_llama_and_tokens() -> tuple[Any, torch.Tensor]:
+    """A seeded tiny grouped-query Llama (2 layers, 4 query and 2 key/value heads) and a (2, 7) batch of tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from reference_impl.attention import registered_in_transformers
 
     config = LlamaConfig(
         vocab_size=64,
@@ -280,7 +272,20 @@ def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
-    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    return model, torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+
+
+def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
+    """`recorder_class()` is an attention function with a `records` dict: `records[layer] = weights[..., 0]`.
+
+    Registered by name in transformers (with `eager_mask`) and run on a tiny grouped-query Llama, it must leave the
+    logits exactly as transformers' eager attention gives them, and record for every layer (keyed by
+    `module.layer_idx`) the `(B, H, T)` attention weight each query puts on key 0, as eager's
+    `output_attentions` reports it.
+    """
+    from reference_impl.attention import registered_in_transformers
+
+    model, ids = _tiny_llama_and_tokens()
     model.set_attn_implementation("eager")
     with torch.no_grad():
         reference = model(input_ids=ids, output_attentions=True)
@@ -301,10 +306,10 @@ def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
             "the model's logits changed: a recorder must return exactly what the attention it wraps returns "
             "(call eager_attention_forward and pass its (attn_output, attn_weights) through)"
         )
-    if sorted(recorder.records) != list(range(config.num_hidden_layers)):
+    if sorted(recorder.records) != list(range(model.config.num_hidden_layers)):
         raise CheckFailed(
             f"records has keys {sorted(recorder.records)}; expected one per layer, keyed by module.layer_idx: "
-            f"{list(range(config.num_hidden_layers))}"
+            f"{list(range(model.config.num_hidden_layers))}"
         )
     for layer, weights in enumerate(reference.attentions):  # (B, H, T, S)
         expected = weights[..., 0]  # (B, H, T)
@@ -346,23 +351,11 @@ _TRAP_REASONS = {
 
 
 def _trap_outcomes() -> dict[str, bool]:
-    from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import eager_attention_forward as naive
 
     from reference_impl.attention import registered_in_transformers
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    model, ids = _tiny_llama_and_tokens()
     padding = torch.ones(2, 7, dtype=torch.long)
     padding[1, :3] = 0
     batches = {"padded": {"input_ids": ids, "attention_mask": padding}, "plain": {"input_ids": ids}}

@@ -230,12 +230,13 @@ def test_dynamic_ntk_check_refuses_a_short_list_and_spots_a_stub():
 # --- YaRN ---
 
 
-def good_yarn(base, dim, original, factor, beta_fast, beta_slow):
+def good_yarn(base, dim, original, factor, beta_fast, beta_slow, rounded=True):
     def pair_index(turns):
         return dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
 
-    low = max(math.floor(pair_index(beta_fast)), 0)
-    high = min(math.ceil(pair_index(beta_slow)), dim - 1)
+    low, high = pair_index(beta_fast), pair_index(beta_slow)
+    if rounded:
+        low, high = max(math.floor(low), 0), min(math.ceil(high), dim - 1)
     theta = 1.0 / base ** (torch.arange(0, dim, 2).float() / dim)
     ramp = torch.clamp((torch.arange(dim // 2).float() - low) / (high - low), 0, 1)
     return theta * (1 - ramp) + theta / factor * ramp
@@ -248,13 +249,7 @@ def reversed_yarn(base, dim, original, factor, beta_fast, beta_slow):
 
 
 def unrounded_yarn(base, dim, original, factor, beta_fast, beta_slow):
-    def pair_index(turns):
-        return dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
-
-    low, high = pair_index(beta_fast), pair_index(beta_slow)
-    theta = 1.0 / base ** (torch.arange(0, dim, 2).float() / dim)
-    ramp = torch.clamp((torch.arange(dim // 2).float() - low) / (high - low), 0, 1)
-    return theta * (1 - ramp) + theta / factor * ramp
+    return good_yarn(base, dim, original, factor, beta_fast, beta_slow, rounded=False)
 
 
 def test_yarn_check_passes_a_correct_answer(capsys):
