@@ -27,6 +27,7 @@ from reference_impl.rope_init import (
 )
 
 __all__ = [
+    "RULE_NAMES",
     "SCALING_TYPES",
     "RopePanel",
     "attention_score_vs_distance",
@@ -110,8 +111,20 @@ def _color(rope_type: str) -> str:
     return f"C{SCALING_TYPES.index(rope_type)}"
 
 
-def _legend_label(rope_type: str, attention_factor: float) -> str:
-    return rope_type if attention_factor == 1.0 else f"{rope_type} (a={attention_factor:.3f})"
+#: What a legend calls each rope type (the config keys are not words a reader knows).
+RULE_NAMES: dict[str, str] = {
+    "default": "plain RoPE",
+    "linear": "linear (PI)",
+    "dynamic": "dynamic NTK",
+    "yarn": "YaRN",
+    "longrope": "LongRoPE",
+    "llama3": "Llama 3",
+}
+
+
+def _legend_label(rope_type: str, attention_factor: float = 1.0) -> str:
+    name = RULE_NAMES[rope_type]
+    return name if attention_factor == 1.0 else f"{name}, attention factor {attention_factor:.3f}"
 
 
 def plot_wavelengths(ax: Any, factor: float = 4.0, seq_len: int | None = None, **config_kw: Any) -> Any:
@@ -119,7 +132,7 @@ def plot_wavelengths(ax: Any, factor: float = 4.0, seq_len: int | None = None, *
     L0 = config_kw.get("original_max_position_embeddings", 4096)
     for rope_type in SCALING_TYPES:
         inv_freq, _ = inverse_frequencies(example_config(rope_type, factor, **config_kw), seq_len)
-        ax.plot((2 * math.pi / inv_freq).numpy(), label=rope_type, color=_color(rope_type))
+        ax.plot((2 * math.pi / inv_freq).numpy(), label=_legend_label(rope_type), color=_color(rope_type))
     ax.axhline(L0, color="black", linestyle=":", linewidth=1, label=f"trained length S0 = {L0}")
     ax.axhline(factor * L0, color="gray", linestyle="--", linewidth=1, label=f"s·S0 = {int(factor * L0)}")
     ax.set_yscale("log")
@@ -358,7 +371,7 @@ def draw_panel_figure(rope_type: str = "yarn", factor: float = 4.0, length: int 
     left.set_yscale("log")
     left.set_xlabel("pair index i")
     left.set_ylabel("θ'/θ")
-    left.set_title(f"{rope_type}, s = {factor:g}, S = {length}")
+    left.set_title(f"{RULE_NAMES[rope_type]}, s = {factor:g}, S = {length}")
     left.legend(fontsize=7)
     plot_attention_decay(
         right, factor, length, types=("default", rope_type) if rope_type != "default" else ("default",)

@@ -35,22 +35,22 @@ def test_example_configs_are_valid_and_stretch_the_context(rope_type):
 def test_wavelength_plot_draws_one_line_per_type_from_the_init_functions(ax):
     rp.plot_wavelengths(ax, factor=4.0)
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(rp.SCALING_TYPES) <= set(lines)
+    assert set(rp.RULE_NAMES.values()) <= set(lines)
     default = 2 * math.pi / ROPE_INIT_FUNCTIONS["default"](rp.example_config("default"))[0].numpy()
-    np.testing.assert_allclose(lines["default"].get_ydata(), default, rtol=1e-6)
-    np.testing.assert_allclose(lines["linear"].get_ydata(), 4 * default, rtol=1e-5)  # s times longer
+    np.testing.assert_allclose(lines["plain RoPE"].get_ydata(), default, rtol=1e-6)
+    np.testing.assert_allclose(lines["linear (PI)"].get_ydata(), 4 * default, rtol=1e-5)  # s times longer
 
 
 def test_frequency_ratio_plot_shows_linear_at_one_over_s_and_llama3_keeping_fast_pairs(ax):
     rp.plot_frequency_ratios(ax, factor=4.0, seq_len=16384)
     lines = {
-        line.get_label().split(" ")[0]: line.get_ydata()
+        line.get_label().split(",")[0]: line.get_ydata()
         for line in ax.get_lines()
         if line.get_label()[0] != "_"
     }
-    np.testing.assert_allclose(lines["linear"], 0.25, rtol=1e-6)
-    assert lines["llama3"][0] == 1.0 and lines["llama3"][-1] == pytest.approx(0.25, rel=1e-6)
-    assert lines["dynamic"][-1] < 0.5  # at 4 x L0 the dynamic base has grown: slow pairs stretched
+    np.testing.assert_allclose(lines["linear (PI)"], 0.25, rtol=1e-6)
+    assert lines["Llama 3"][0] == 1.0 and lines["Llama 3"][-1] == pytest.approx(0.25, rel=1e-6)
+    assert lines["dynamic NTK"][-1] < 0.5  # at 4 x L0 the dynamic base has grown: slow pairs stretched
 
 
 def test_llama3_band_plot_marks_llama31_thresholds(ax):
@@ -119,7 +119,7 @@ def test_panel_has_a_factor_slider_that_redraws_the_figure():
     assert not np.allclose(before, after)
     panel.controls["rope_type"].value = "llama3"
     assert panel.history[-1] == ("llama3", 8.0, 8192)
-    assert "llama3" in panel.figure.axes[0].get_title()
+    assert "Llama 3" in panel.figure.axes[0].get_title()
 
 
 def test_clock_hands_point_at_position_times_frequency_and_linear_scaling_slows_every_hand(ax):
