@@ -319,10 +319,11 @@ def _compute_dynamic_ntk_parameters(
 ) -> tuple[torch.Tensor, float]:
     r"""Dynamic NTK (bloc97, emozilla 2023): b' = b · (s·L/L_max − (s − 1))^(d/(d−2)); θ_i = b'^(-2i/d).
 
-    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and
-    beyond it the base grows with the length: the lowest frequency is stretched by about s·L/L_max while the
-    highest stays put. A tensor `seq_len` (what `dynamic_rope_update` passes) is kept a tensor, as
-    transformers does, so the base is computed in float32 there and in float64 for a Python int.
+    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and beyond
+    it the base grows with the length: with α = s·L/L_max − (s − 1), the slowest pair i = d/2 − 1 turns exactly α
+    times slower (b'^(−(d−2)/d) = b^(−(d−2)/d) / α: that is what the exponent d/(d−2) is for) while the fastest
+    (i = 0, θ_0 = 1 whatever the base) stays put. A tensor `seq_len` (what `dynamic_rope_update` passes) is kept a tensor, as transformers does, so the base
+    is computed in float32 there and in float64 for a Python int.
     """
     rc = read_rope_config(config, layer_type)
     b, d, s, L_max = rc.base, rc.dim, rc.params["factor"], rc.max_position_embeddings

@@ -7,8 +7,9 @@ lessons/04_rope_scaling_plots.ipynb. Every number plotted comes from `reference_
 every function that draws takes a matplotlib Axes (or makes a Figure) and returns it, so a test can read back
 the lines it drew.
 
-Notation as in `reference_impl.rope_init`: b base, d rotary dim, i pair index, θ_i frequency, s factor, L0 the
-original context, L the current length.
+Notation of the lesson: b base, d rotary dim, i pair index, θ_i frequency, s scaling factor, S0 the trained
+(original) context, S the current sequence length, Δ = m − n the distance between two positions. (The code of
+`reference_impl.rope_init` names S0 `L0`; the workbook keeps the letter L for layers.)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from reference_impl.rope_init import (
 )
 
 __all__ = [
+    "RULE_NAMES",
     "SCALING_TYPES",
     "RopePanel",
     "attention_score_vs_distance",
@@ -36,6 +38,7 @@ __all__ = [
     "fit_and_extrapolate",
     "inverse_frequencies",
     "plot_attention_decay",
+    "plot_clock_hands",
     "plot_frequency_ratios",
     "plot_interpolation_vs_extrapolation",
     "plot_llama3_bands",
@@ -111,8 +114,20 @@ def _color(rope_type: str) -> str:
     return f"C{SCALING_TYPES.index(rope_type)}"
 
 
-def _legend_label(rope_type: str, attention_factor: float) -> str:
-    return rope_type if attention_factor == 1.0 else f"{rope_type} (a={attention_factor:.3f})"
+#: What a legend calls each rope type (the config keys are not words a reader knows).
+RULE_NAMES: dict[str, str] = {
+    "default": "plain RoPE",
+    "linear": "linear (PI)",
+    "dynamic": "dynamic NTK",
+    "yarn": "YaRN",
+    "longrope": "LongRoPE",
+    "llama3": "Llama 3",
+}
+
+
+def _legend_label(rope_type: str, attention_factor: float = 1.0) -> str:
+    name = RULE_NAMES[rope_type]
+    return name if attention_factor == 1.0 else f"{name}, attention factor {attention_factor:.3f}"
 
 
 def plot_wavelengths(ax: Any, factor: float = 4.0, seq_len: int | None = None, **config_kw: Any) -> Any:
@@ -120,9 +135,9 @@ def plot_wavelengths(ax: Any, factor: float = 4.0, seq_len: int | None = None, *
     L0 = config_kw.get("original_max_position_embeddings", 4096)
     for rope_type in SCALING_TYPES:
         inv_freq, _ = inverse_frequencies(example_config(rope_type, factor, **config_kw), seq_len)
-        ax.plot((2 * math.pi / inv_freq).numpy(), label=rope_type, color=_color(rope_type))
-    ax.axhline(L0, color="black", linestyle=":", linewidth=1, label=f"L0 = {L0}")
-    ax.axhline(factor * L0, color="gray", linestyle="--", linewidth=1, label=f"s·L0 = {int(factor * L0)}")
+        ax.plot((2 * math.pi / inv_freq).numpy(), label=_legend_label(rope_type), color=_color(rope_type))
+    ax.axhline(L0, color="black", linestyle=":", linewidth=1, label=f"trained length S0 = {L0}")
+    ax.axhline(factor * L0, color="gray", linestyle="--", linewidth=1, label=f"s·S0 = {int(factor * L0)}")
     ax.set_yscale("log")
     ax.set_xlabel("pair index i")
     ax.set_ylabel("wavelength 2π/θ (tokens)")
@@ -142,7 +157,7 @@ def plot_frequency_ratios(ax: Any, factor: float = 4.0, seq_len: int | None = No
     ax.set_xlabel("pair index i (fast → slow)")
     ax.set_ylabel("θ'/θ")
     title = f"how each rule scales each frequency, s = {factor:g}"
-    ax.set_title(title if seq_len is None else f"{title}, L = {seq_len}")
+    ax.set_title(title if seq_len is None else f"{title}, S = {seq_len}")
     ax.legend(fontsize=7)
     return ax
 
@@ -155,9 +170,9 @@ def plot_llama3_bands(ax: Any, config: Any) -> Any:
     wavelen = 2 * math.pi / default
     high_wl, low_wl = llama3_wavelength_bands(rc)
     ax.plot(wavelen.numpy(), (scaled / default).numpy(), "o-", markersize=3, label="θ'/θ")
-    ax.axvspan(wavelen.min().item(), high_wl, color="tab:green", alpha=0.15, label="kept: λ < L0/high")
+    ax.axvspan(wavelen.min().item(), high_wl, color="tab:green", alpha=0.15, label="kept: λ < S0/high")
     ax.axvspan(high_wl, low_wl, color="tab:orange", alpha=0.2, label="blended")
-    ax.axvspan(low_wl, wavelen.max().item(), color="tab:red", alpha=0.12, label="divided by s: λ > L0/low")
+    ax.axvspan(low_wl, wavelen.max().item(), color="tab:red", alpha=0.12, label="divided by s: λ > S0/low")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("original wavelength λ = 2π/θ (tokens)")
@@ -203,10 +218,57 @@ def plot_attention_decay(
             color=_color(rope_type),
         )
     ax.set_xscale("log")
-    ax.set_xlabel("relative distance m (tokens)")
+    ax.set_xlabel("distance Δ = m − n (tokens)")
     ax.set_ylabel("score of q = k = 1, / d")
-    ax.set_title(f"long-distance decay, L = {length}")
+    ax.set_title(f"long-distance decay, S = {length}")
     ax.legend(fontsize=7)
+    return ax
+
+
+def plot_clock_hands(
+    ax: Any,
+    inv_freq: torch.Tensor,
+    position: int,
+    pairs: tuple[int, ...] = (0, 8, 16, 24),
+    title: str = "",
+) -> Any:
+    r"""RoPE pairs as the hands of one clock: pair i's hand points at angle m·θ_i for the token at `position` m.
+
+    The fastest pair is the longest hand (a second hand), slower pairs are shorter (minute, hour hands), as on a
+    real clock: reading all the hands together tells the position apart, the fast ones between neighbours, the
+    slow ones across long distances. Drawing the same position with scaled frequencies shows what a rule did:
+    linear scaling slows every hand, YaRN and Llama 3 leave the fast hands where they were.
+
+    Args:
+        ax: a matplotlib Axes (drawn as a clock face, no ticks).
+        inv_freq: θ (d/2,), as returned by an init function.
+        position: m, the token position drawn.
+        pairs: which pairs get a hand, fastest first.
+        title: the Axes title (e.g. the rule's name).
+    Returns:
+        `ax`; its lines are the face (first) and then one hand per pair, from the centre to
+        (r·cos(mθ_i), r·sin(mθ_i)), labelled "pair i: t turns".
+    """
+    circle = torch.linspace(0, 2 * math.pi, 200)
+    ax.plot(circle.cos().numpy(), circle.sin().numpy(), color="lightgray", linewidth=1)
+    for k, i in enumerate(pairs):
+        angle = position * float(inv_freq[i])
+        radius = 1.0 - 0.6 * k / max(len(pairs) - 1, 1)  # fastest pair = longest hand
+        ax.plot(
+            [0.0, radius * math.cos(angle)],
+            [0.0, radius * math.sin(angle)],
+            linewidth=3 - 1.5 * k / max(len(pairs) - 1, 1),
+            color=f"C{k}",
+            label=f"pair {i}: {angle / (2 * math.pi):.2f} turns",
+        )
+    ax.set_xlim(-1.15, 1.15)
+    ax.set_ylim(-1.15, 1.15)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, -0.42))
     return ax
 
 
@@ -224,14 +286,13 @@ def fit_and_extrapolate(
     n_points: int = 400,
     seed: int = 0,
 ) -> dict[str, Any]:
-    r"""Position Interpolation's Figure 2: a score bounded on [0, L] can explode beyond L, but not between
-    integers.
+    r"""Position Interpolation's Figure 2: a score bounded on [0, S0] can explode beyond S0, but not between integers.
 
-    A RoPE attention score is a(s) = Σ_j u_j cos(sθ_j) + v_j sin(sθ_j) in the relative distance s (Chen et al.
-    2023, eq. 3). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points` random
-    targets in [−1, 1] at random s in [0, L]; then evaluate it on [L, 2L] (extrapolation: what an unscaled
-    model sees past its context) and on a fine grid inside [0, L] (interpolation: what a model with positions
-    divided by 2 sees).
+    A RoPE attention score is f(Δ) = Σ_j u_j cos(Δθ_j) + v_j sin(Δθ_j) in the distance Δ (Chen et al. 2023, eq. 3,
+    who write a(s)). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points` random
+    targets in [−1, 1] at random Δ in [0, S0]; then evaluate it on [S0, 2·S0] (extrapolation: what an unscaled
+    model sees past its context) and on a fine grid inside [0, S0] (interpolation: what a model with positions
+    divided by 2 sees). The keys keep the names "s_..." and "a_..." of the paper.
 
     Returns:
         dict with the fitting points ("s_fit", "y_fit"), the curves ("s_inside", "a_inside", "s_beyond",
@@ -264,12 +325,23 @@ def plot_interpolation_vs_extrapolation(axes: Any, result: dict[str, Any]) -> An
     """Two panels from `fit_and_extrapolate`: the fit on [0, 2L] (extrapolation) and a zoom inside [0, L]."""
     left, right = axes
     L = float(result["s_beyond"][0])
-    left.plot(result["s_inside"].numpy(), result["a_inside"].numpy(), color="tab:red", linewidth=0.8)
-    left.plot(result["s_beyond"].numpy(), result["a_beyond"].numpy(), color="tab:purple", linewidth=0.8)
-    left.axvline(L, color="black", linestyle=":")
-    left.set_title(f"max |a|: {result['max_inside']:.1f} inside, {result['max_beyond']:.0f} beyond L")
-    left.set_xlabel("relative distance s")
-    left.set_ylabel("attention score a(s)")
+    left.plot(
+        result["s_inside"].numpy(), result["a_inside"].numpy(), color="tab:red", linewidth=0.8, label="inside"
+    )
+    left.plot(
+        result["s_beyond"].numpy(),
+        result["a_beyond"].numpy(),
+        color="tab:purple",
+        linewidth=0.8,
+        label="beyond",
+    )
+    left.axvline(L, color="black", linestyle=":", label="trained length")
+    left.legend(fontsize=7)
+    left.set_title(
+        f"max |f|: {result['max_inside']:.1f} inside, {result['max_beyond']:.0f} beyond the trained length"
+    )
+    left.set_xlabel("distance Δ (tokens)")
+    left.set_ylabel("fitted score f(Δ)")
     zoom = result["s_inside"] <= 40
     right.plot(result["s_inside"][zoom].numpy(), result["a_inside"][zoom].numpy(), color="tab:red")
     integers = result["s_inside"][zoom][::4]  # the grid has quarter steps: every 4th point is an integer
@@ -281,9 +353,9 @@ def plot_interpolation_vs_extrapolation(axes: Any, result: dict[str, Any]) -> An
         color="tab:blue",
         label="integer distances",
     )
-    right.set_title("inside [0, L]: smooth between integers")
+    right.set_title("inside the trained length: smooth between integers")
     right.legend(fontsize=7)
-    right.set_xlabel("relative distance s")
+    right.set_xlabel("distance Δ (tokens)")
     return axes
 
 
@@ -304,7 +376,7 @@ def draw_panel_figure(rope_type: str = "yarn", factor: float = 4.0, length: int 
     left.set_yscale("log")
     left.set_xlabel("pair index i")
     left.set_ylabel("θ'/θ")
-    left.set_title(f"{rope_type}, s = {factor:g}, L = {length}")
+    left.set_title(f"{RULE_NAMES[rope_type]}, s = {factor:g}, S = {length}")
     left.legend(fontsize=7)
     plot_attention_decay(
         right, factor, length, types=("default", rope_type) if rope_type != "default" else ("default",)

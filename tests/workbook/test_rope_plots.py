@@ -36,22 +36,22 @@ def test_example_configs_are_valid_and_stretch_the_context(rope_type):
 def test_wavelength_plot_draws_one_line_per_type_from_the_init_functions(ax):
     rp.plot_wavelengths(ax, factor=4.0)
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(rp.SCALING_TYPES) <= set(lines)
+    assert set(rp.RULE_NAMES.values()) <= set(lines)
     default = 2 * math.pi / ROPE_INIT_FUNCTIONS["default"](rp.example_config("default"))[0].numpy()
-    np.testing.assert_allclose(lines["default"].get_ydata(), default, rtol=1e-6)
-    np.testing.assert_allclose(lines["linear"].get_ydata(), 4 * default, rtol=1e-5)  # s times longer
+    np.testing.assert_allclose(lines["plain RoPE"].get_ydata(), default, rtol=1e-6)
+    np.testing.assert_allclose(lines["linear (PI)"].get_ydata(), 4 * default, rtol=1e-5)  # s times longer
 
 
 def test_frequency_ratio_plot_shows_linear_at_one_over_s_and_llama3_keeping_fast_pairs(ax):
     rp.plot_frequency_ratios(ax, factor=4.0, seq_len=16384)
     lines = {
-        line.get_label().split(" ")[0]: line.get_ydata()
+        line.get_label().split(",")[0]: line.get_ydata()
         for line in ax.get_lines()
         if line.get_label()[0] != "_"
     }
-    np.testing.assert_allclose(lines["linear"], 0.25, rtol=1e-6)
-    assert lines["llama3"][0] == 1.0 and lines["llama3"][-1] == pytest.approx(0.25, rel=1e-6)
-    assert lines["dynamic"][-1] < 0.5  # at 4 x L0 the dynamic base has grown: slow pairs stretched
+    np.testing.assert_allclose(lines["linear (PI)"], 0.25, rtol=1e-6)
+    assert lines["Llama 3"][0] == 1.0 and lines["Llama 3"][-1] == pytest.approx(0.25, rel=1e-6)
+    assert lines["dynamic NTK"][-1] < 0.5  # at 4 x L0 the dynamic base has grown: slow pairs stretched
 
 
 def test_llama3_band_plot_marks_llama31_thresholds(ax):
@@ -91,7 +91,7 @@ def test_fitted_score_explodes_beyond_the_trained_length_but_not_between_integer
     assert result["max_beyond"] > 100 * result["max_inside"]
     fig, axes = plt.subplots(1, 2)
     rp.plot_interpolation_vs_extrapolation(axes, result)
-    assert "beyond L" in axes[0].get_title()
+    assert "beyond the trained length" in axes[0].get_title()
     plt.close(fig)
 
 
@@ -120,4 +120,28 @@ def test_panel_has_a_factor_slider_that_redraws_the_figure():
     assert not np.allclose(before, after)
     panel.controls["rope_type"].value = "llama3"
     assert panel.history[-1] == ("llama3", 8.0, 8192)
-    assert "llama3" in panel.figure.axes[0].get_title()
+    assert "Llama 3" in panel.figure.axes[0].get_title()
+
+
+def test_clock_hands_point_at_position_times_frequency_and_linear_scaling_slows_every_hand(ax):
+    default = ROPE_INIT_FUNCTIONS["default"](rp.example_config("default"))[0]
+    linear = ROPE_INIT_FUNCTIONS["linear"](rp.example_config("linear", 4.0))[0]
+    pairs = (0, 8, 16)
+    rp.plot_clock_hands(ax, default, 10, pairs)
+    hands = ax.get_lines()[1:]
+    assert [h.get_label() for h in hands] == [
+        f"pair {i}: {10 * float(default[i]) / (2 * math.pi):.2f} turns" for i in pairs
+    ]
+    for hand, i in zip(hands, pairs, strict=True):
+        x, y = hand.get_xdata()[1], hand.get_ydata()[1]
+        assert math.isclose(
+            math.atan2(y, x) % (2 * math.pi), (10 * float(default[i])) % (2 * math.pi), abs_tol=1e-6
+        )
+    radii = [math.hypot(h.get_xdata()[1], h.get_ydata()[1]) for h in hands]
+    assert radii == sorted(radii, reverse=True)  # the fastest pair is the longest hand
+    fig, other = plt.subplots()
+    rp.plot_clock_hands(other, linear, 10, pairs)
+    slowed = [math.atan2(h.get_ydata()[1], h.get_xdata()[1]) for h in other.get_lines()[1:]]
+    plt.close(fig)
+    for angle, i in zip(slowed, pairs, strict=True):
+        assert math.isclose(angle % (2 * math.pi), (10 * float(default[i]) / 4) % (2 * math.pi), abs_tol=1e-6)

@@ -13,7 +13,12 @@ from reference_impl.workbook.checks._core import (
     passed,
     student_call,
 )
-from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
+from reference_impl.workbook.checks.attention import (
+    check_attention_function,
+    check_first_key_recorder,
+    check_sliding_window_mask,
+    check_trap_predictions,
+)
 from reference_impl.workbook.checks.capstone import (
     check_capstone_attention,
     check_gpt2_layout_copy,
@@ -42,11 +47,16 @@ from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
     check_kept_indices,
     check_prune_linear,
+    check_rescored_order,
+    check_surviving_c_attn_columns,
 )
 from reference_impl.workbook.checks.rope import (
+    check_dynamic_ntk_prediction,
     check_my_apply_rotary,
     check_my_linear_scaling,
     check_my_llama3_untouched,
+    check_my_relative_score,
+    check_my_yarn_inv_freq,
 )
 from reference_impl.workbook.checks.warmup import check_peak_prediction, check_row_sums
 
@@ -58,10 +68,13 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_dynamic_ntk_prediction",
     "check_fastest_under_budget",
     "check_find_untransposed",
-    "check_gpt2_layout_copy",
+    "check_find_untransposed",
+    "check_first_key_recorder",
     "check_forward_bytes",
+    "check_gpt2_layout_copy",
     "check_heads_to_prune",
     "check_kept_indices",
     "check_kept_prediction",
@@ -73,13 +86,18 @@ __all__ = [
     "check_my_linear_scaling",
     "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
+    "check_my_relative_score",
+    "check_my_yarn_inv_freq",
     "check_peak_prediction",
     "check_pick_every_n_layers",
     "check_prune_linear",
+    "check_rescored_order",
     "check_row_sums",
     "check_sliding_window_mask",
     "check_split_c_attn",
+    "check_surviving_c_attn_columns",
     "check_tensor",
+    "check_trap_predictions",
     "first_difference",
     "passed",
     "student_call",

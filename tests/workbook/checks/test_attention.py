@@ -224,3 +224,85 @@ def test_repeat_kv_based_fix_passes(capsys: pytest.CaptureFixture[str]) -> None:
 
     check_attention_function(fixed)
     assert "all checks passed" in capsys.readouterr().out
+
+
+# ---- a recorder of the attention paid to the first key ----
+class FirstKeyRecorder:
+    def __init__(self) -> None:
+        self.records: dict[int, torch.Tensor] = {}
+
+    def __call__(self, module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        out, weights = eager_attention_forward(
+            module, query, key, value, attention_mask, scaling, dropout, **kwargs
+        )
+        self.records[module.layer_idx] = weights[..., 0].detach()
+        return out, weights
+
+
+class WholeWeightsRecorder(FirstKeyRecorder):
+    def __call__(self, module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        out, weights = eager_attention_forward(
+            module, query, key, value, attention_mask, scaling, dropout, **kwargs
+        )
+        self.records[module.layer_idx] = weights.detach()
+        return out, weights
+
+
+class LastKeyRecorder(FirstKeyRecorder):
+    def __call__(self, module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        out, weights = eager_attention_forward(
+            module, query, key, value, attention_mask, scaling, dropout, **kwargs
+        )
+        self.records[module.layer_idx] = weights[..., -1].detach()
+        return out, weights
+
+
+class ChangesTheOutput(FirstKeyRecorder):
+    def __call__(self, module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        out, weights = eager_attention_forward(
+            module, query, key, value, attention_mask, 2 * scaling, dropout
+        )
+        self.records[module.layer_idx] = weights[..., 0].detach()
+        return out, weights
+
+
+def test_first_key_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    from reference_impl.workbook.checks.attention import check_first_key_recorder
+
+    check_first_key_recorder(FirstKeyRecorder)
+    assert capsys.readouterr().out == "✅ first-key recorder: all checks passed\n"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (WholeWeightsRecorder, r"keep the first key only"),
+        (LastKeyRecorder, r"records\[0\] \(the weight on key 0\): \d+ of \d+ values differ"),
+        (ChangesTheOutput, r"logits changed"),
+    ],
+)
+def test_first_key_check_names_the_mistake(wrong: Any, message: str) -> None:
+    from reference_impl.workbook.checks.attention import check_first_key_recorder
+
+    with pytest.raises(CheckFailed, match=message):
+        check_first_key_recorder(wrong)
+
+
+# ---- predict the traps ----
+RIGHT_TRAPS = {"A": True, "B": False, "C": False, "D": False, "E": True, "F": True}
+
+
+def test_trap_check_passes_the_measured_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+    from reference_impl.workbook.checks.attention import check_trap_predictions
+
+    check_trap_predictions(lambda: RIGHT_TRAPS)
+    assert capsys.readouterr().out == "✅ trap predictions: all checks passed\n"
+
+
+def test_trap_check_explains_the_bool_mask_added_as_numbers() -> None:
+    from reference_impl.workbook.checks.attention import check_trap_predictions
+
+    with pytest.raises(CheckFailed, match=r"scenario D .*you predicted True.*True becomes \+1"):
+        check_trap_predictions(lambda: {**RIGHT_TRAPS, "D": True})
+    with pytest.raises(CheckFailed, match="one True/False per scenario"):
+        check_trap_predictions(lambda: {"A": True})
