@@ -161,6 +161,26 @@ def _hidden(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """`a is b`, or two tensors that view the same memory the same way.
+
+    A forward pre-hook may hand the layer a new tensor object over the same data: FSDP2's hook passes the inputs
+    through an autograd function (to run its post-backward hook), and its checkpoint must still see "the previous
+    layer's output".
+    """
+    if a is b:
+        return True
+    return (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.device == b.device
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.data_ptr() == b.data_ptr()
+    )
+
+
 def _run_segment(first_call: functools.partial, later: Sequence[nn.Module], *args: Any) -> Any:
     with checkpointed_region():
         return _run_segment_layers(first_call, later, *args)
@@ -213,8 +233,8 @@ class SegmentContinue:
         same_call = (
             self.index == seg.next_layer
             and len(args) == len(seg.other_args) + 1
-            and args[0] is _hidden(seg.output)
-            and all(a is b for a, b in zip(args[1:], seg.other_args, strict=False))
+            and _same_value(args[0], _hidden(seg.output))
+            and all(_same_value(a, b) for a, b in zip(args[1:], seg.other_args, strict=False))
             and layer_call.keywords.keys() == seg.kwargs.keys()
             and all(layer_call.keywords[k] is v for k, v in seg.kwargs.items())
         )

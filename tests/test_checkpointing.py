@@ -999,3 +999,20 @@ def test_a_lone_misspelled_key_fails_at_the_first_step_in_transformers_and_at_se
         model_loss_and_grads(model, torch.randn(2, 10, 32), torch.randint(0, 64, (2, 10)))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['use_reentrantt'\]"):
         set_gradient_checkpointing(tiny_model("gpt2"), True, {"use_reentrantt": False})
+
+
+@pytest.mark.parametrize("target", ["forward", "__call__"])
+def test_sqrt_segments_accept_a_pre_hook_that_hands_the_layer_an_alias_of_its_input(target: str) -> None:
+    # FSDP2's pre-forward hook passes the inputs through an autograd function: a new tensor object over the same
+    # data. A segment's later layer must still recognise "the previous layer's output" (by value, not identity).
+    torch.manual_seed(0)
+    model, reference = gated_stack(4), gated_stack(4)
+    reference.load_state_dict(model.state_dict())
+    for layer in model:
+        layer.register_forward_pre_hook(lambda module, args: (args[0].view_as(args[0]), *args[1:]))
+    set_gradient_checkpointing(model, policy="sqrt", checkpoint_target=target)
+    x = torch.randn(B, C)
+    loss, grads = loss_and_grads(model, x)
+    ref_loss, ref_grads = loss_and_grads(reference, x)
+    assert torch.equal(loss, ref_loss)
+    assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads, strict=True))
