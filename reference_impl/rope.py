@@ -15,12 +15,12 @@ GPT-NeoX layout), not 2i with 2i + 1 (the interleaved GPT-J / original Meta layo
 with cos/sin of shape (B, T, d), each frequency appearing twice (`cat(freqs, freqs)`).
 
 # NOTE [ Where the run-time state lives ]
-# `dynamic_rope_update` must decorate transformers' own rotary modules too (a drop-in promise), so it reads and
-# writes the attributes they have, under their names: `rope_type` (a dict keyed by layer type in Gemma 3),
-# `inv_freq`, `original_inv_freq`, `max_seq_len_cached`, `original_max_seq_len`, `attention_scaling`, `config`,
-# and, for the layer type passed as `forward(x, position_ids, layer_type)`, the same names prefixed with
-# `"{layer_type}_"`. `RotaryEmbedding.rope_state` is a printable snapshot of those attributes (a `RopeState`)
-# plus the last decision, so the state still reads in one place; the decorator does not need it.
+# `dynamic_rope_update` must decorate transformers' own rotary modules too (a drop-in promise), so it reads
+# and writes the attributes they have, under their names: `rope_type` (a dict keyed by layer type in Gemma 3),
+# `inv_freq`, `original_inv_freq`, `max_seq_len_cached`, `original_max_seq_len`, `attention_scaling`,
+# `config`, and, for the layer type passed as `forward(x, position_ids, layer_type)`, the same names prefixed
+# with `"{layer_type}_"`. `RotaryEmbedding.rope_state` is a printable snapshot of those attributes (a
+# `RopeState`) plus the last decision, so the state still reads in one place; the decorator does not need it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class RopeState:
-    """A snapshot of what `dynamic_rope_update` decides from, and what it did last (`RotaryEmbedding.rope_state`).
+    """A snapshot of what `dynamic_rope_update` decides from, and what it did last
+    (`RotaryEmbedding.rope_state`).
 
     Attributes:
         rope_type: the config's rope type; only "dynamic" (any type containing it) and "longrope" ever change.
@@ -80,7 +81,8 @@ class RopeState:
 
 
 def _config_layer_type(module: nn.Module, layer_type: str | None) -> str | None:
-    """Which entry of a per-layer-type config to read: the call's layer type, else the one the module was built for."""
+    """Which entry of a per-layer-type config to read: the call's layer type, else the one the module was
+    built for."""
     return layer_type if layer_type is not None else getattr(module, "layer_type", None)
 
 
@@ -132,7 +134,8 @@ def _longrope_update(
 
 
 def dynamic_rope_update(rope_forward: F) -> F:
-    """Decorate `forward(self, x, position_ids[, layer_type])` of a rotary module so its frequencies follow the input.
+    """Decorate `forward(self, x, position_ids[, layer_type])` of a rotary module so its frequencies follow
+    the input.
 
     Before each call, with seq_len = max(position_ids) + 1:
       - "dynamic" types: if seq_len > max_seq_len_cached, recompute `inv_freq` for seq_len (grow); else if
@@ -144,10 +147,11 @@ def dynamic_rope_update(rope_forward: F) -> F:
 
     Works on any module written the transformers way (see NOTE [ Where the run-time state lives ]): ours,
     `LlamaRotaryEmbedding`, and per-layer-type modules such as Gemma 3's, whose forward takes `layer_type` and
-    keeps `{layer_type}_inv_freq` etc. Differences from transformers' decorator, on purpose: `max_seq_len_cached`
-    is stored as a Python int (theirs, the 0-d `seq_len` tensor), and a per-layer-type growth sets
-    `{layer_type}_attention_scaling` (theirs sets the shared `attention_scaling`, which their forward never reads
-    there). A `RotaryEmbedding` also records the decision in `last_update` (see its `rope_state`).
+    keeps `{layer_type}_inv_freq` etc. Differences from transformers' decorator, on purpose:
+    `max_seq_len_cached` is stored as a Python int (theirs, the 0-d `seq_len` tensor), and a per-layer-type
+    growth sets `{layer_type}_attention_scaling` (theirs sets the shared `attention_scaling`, which their
+    forward never reads there). A `RotaryEmbedding` also records the decision in `last_update` (see its
+    `rope_state`).
     """
 
     @functools.wraps(rope_forward)
@@ -270,10 +274,10 @@ def apply_rotary_pos_emb(
         unsqueeze_dim: where to insert the heads axis into cos and sin so they broadcast against q and k.
 
     Returns:
-        (q_embed, k_embed), same shapes as q and k. Their dtype follows torch's type promotion of q (or k) with
-        cos and sin, exactly as in transformers: `RotaryEmbedding` returns cos and sin in `x.dtype`, so float16 or
-        bfloat16 q and k stay in their dtype there, but float16/bfloat16 q and k with float32 cos and sin come
-        back in float32 (no cast back is made, here or in transformers).
+        (q_embed, k_embed), same shapes as q and k. Their dtype follows torch's type promotion of q (or k)
+        with cos and sin, exactly as in transformers: `RotaryEmbedding` returns cos and sin in `x.dtype`, so
+        float16 or bfloat16 q and k stay in their dtype there, but float16/bfloat16 q and k with float32 cos
+        and sin come back in float32 (no cast back is made, here or in transformers).
 
     When d < D (partial_rotary_factor < 1) the last D − d dims pass through unrotated, as in transformers'
     Phi-3 / GPT-NeoX versions; Llama's version requires d == D.
