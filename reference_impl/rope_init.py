@@ -147,8 +147,7 @@ def _rope_dict(config: Any) -> tuple[Mapping[str, Any], str]:
             raise ValueError(
                 f"config has both rope_parameters={dict(params)} and rope_scaling={dict(scaling)}, which "
                 f"disagree on {differ}; expected one of the two (rope_parameters in transformers 5.x, "
-                f"rope_scaling with a "
-                "top-level rope_theta in 4.x), or both saying the same"
+                f"rope_scaling with a top-level rope_theta in 4.x), or both saying the same"
             )
     return params, "rope_parameters"
 
@@ -159,8 +158,7 @@ def _agreeing(config: Any, params: Mapping[str, Any], source: str, name: str) ->
     if inner is not None and top is not None and inner != top:
         raise ValueError(
             f"{source}[{name!r}]={inner!r} disagrees with the top-level {name}={top!r}; expected one of the "
-            f"two, "
-            "or both equal"
+            f"two, or both equal"
         )
     return _first_present(inner, top)
 
@@ -198,8 +196,7 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
     if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
         raise ValueError(
             f"partial_rotary_factor={partial!r}; expected 0 < partial_rotary_factor <= 1, the share of each "
-            f"head's "
-            "dims that is rotated (1 = all)"
+            f"head's dims that is rotated (1 = all)"
         )
 
     head_dim = _get(config, "head_dim")
@@ -218,8 +215,7 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
         raise ValueError(
             f"rotary dim = int(head_dim={head_dim} * partial_rotary_factor={partial}) = {dim} is "
             f"{'odd; expected an even number' if dim % 2 else 'zero; expected a positive even number'}, "
-            f"because "
-            "RoPE rotates pairs of dimensions"
+            f"because RoPE rotates pairs of dimensions"
         )
     max_pos = _get(config, "max_position_embeddings")
     if max_pos is None:

@@ -932,8 +932,7 @@ def test_version_guard_entry_point_names() -> None:
     assert on and is_gradient_checkpointing(model) and is_activation_checkpointing(model)
     assert deprecated == has_new, (
         f"transformers {TF_VERSION}: gradient_checkpointing_enable deprecated={deprecated}; 5.23 made it an "
-        f"alias "
-        "of activation_checkpointing_enable (FutureWarning, removal in v6)"
+        f"alias of activation_checkpointing_enable (FutureWarning, removal in v6)"
     )
     gradient_checkpointing_disable(model)
     assert not is_activation_checkpointing(model)

@@ -72,8 +72,7 @@ def check_capstone_attention(name: str) -> None:
         raise CheckFailed(
             f"{name!r} has no mask builder: register one under the same name, e.g. "
             f"ALL_MASK_ATTENTION_FUNCTIONS.register({name!r}, eager_mask) (a materialised mask whose query "
-            f"rows "
-            "you can slice; sdpa_mask may return None)"
+            f"rows you can slice; sdpa_mask may return None)"
         )
     model = load_capstone_model()
     reference = _with_attention(model, "eager")
@@ -125,8 +124,7 @@ def check_length_plan(my_length_plan: Callable[[], tuple[str, float]]) -> None:
         raise CheckFailed(
             f"{rule} with factor {factor:g} reaches accuracy {accuracy:.2f} at length {length}; the target "
             f"is {LENGTH_PLAN_TARGET} (plain RoPE: {plain:.2f}). Look at the length-extension table: which "
-            f"rule keeps "
-            "the one-step head sharp while bringing far keys back into the trained range?"
+            f"rule keeps the one-step head sharp while bringing far keys back into the trained range?"
         )
     print(
         f"{rule} with factor {factor:g}: accuracy {accuracy:.2f} at length {length} (target "

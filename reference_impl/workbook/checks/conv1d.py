@@ -306,8 +306,7 @@ def check_forward_bytes(my_forward_bytes: Callable[[int, int, int, int], int]) -
         if isinstance(got, int) and got - want == copy:
             why = (
                 f": no copy is made here, because a (B={B}, T={T}) transpose with a dimension of size 1 is "
-                f"still "
-                "contiguous, so reshape returns a view"
+                f"still contiguous, so reshape returns a view"
             )
         elif isinstance(got, int) and want - got == copy:
             why = ": the input is not contiguous, so reshape copies it (one more tensor of the input's size)"

@@ -226,8 +226,7 @@ def check_surviving_c_attn_columns(fn: Callable[[], Sequence[int]]) -> None:
     if got == [j for j in expected if j < H * D]:
         raise CheckFailed(
             f"you listed the q columns only: {got}. c_attn holds q | k | v side by side, {H * D} columns "
-            f"each; "
-            "a head keeps the same units in every third"
+            f"each; a head keeps the same units in every third"
         )
     remaining = [h for h in range(H) if h not in TWO_PRUNINGS["first"]]  # heads at positions 0.. after step 1
     unshifted = [h for k, h in enumerate(remaining) if k not in TWO_PRUNINGS["then"]]
