@@ -165,7 +165,8 @@ def saved_for_backward(output: torch.Tensor, exclude: Iterator[torch.Tensor] | t
     storages: dict[int, int] = {}
     shapes: Counter[str] = Counter()
     nodes = 0
-    stack = [output.grad_fn] if output.grad_fn is not None else []
+    # Walked from the loss down; a node's `next_functions` hold None where an input needs no gradient.
+    stack: list[torch.autograd.graph.Node | None] = [output.grad_fn] if output.grad_fn is not None else []
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
@@ -299,6 +300,8 @@ def offload_layer_inputs(model: nn.Module, prefetch: bool = True) -> HostOffload
     """
     offload = HostOffload(prefetch=prefetch)
     wrapped = 0
+    # A plain attribute is set on the modules below; torch's stubs would only allow Tensor | Module values.
+    module: Any
     for module in model.modules():
         func = getattr(module, "_gradient_checkpointing_func", None)
         if not getattr(module, "gradient_checkpointing", False) or func is None:

@@ -105,9 +105,10 @@ def _heads_and_size(attn: Any) -> tuple[int, int]:
 def output_projection(attn: nn.Module) -> nn.Module:
     """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`,
     Llama `o_proj`."""
-    if hasattr(attn, "c_attn"):
-        return attn.c_proj
-    return attn.o_proj if hasattr(attn, "o_proj") else attn.output.dense
+    module: Any = attn  # read by attribute: torch's stubs type a Module's attribute `Tensor | Module`
+    if hasattr(module, "c_attn"):
+        return module.c_proj
+    return module.o_proj if hasattr(module, "o_proj") else module.output.dense
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -147,7 +148,7 @@ def _prune_bert_attention(attn: Any, index: torch.Tensor, n_removed: int) -> Non
     attention.all_head_size = attention.num_attention_heads * attention.attention_head_size
 
 
-def _prune_llama_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+def _prune_llama_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
     attn.q_proj = prune_linear_layer(attn.q_proj, index)  # (H·D, C) -> (H'·D, C)
     attn.k_proj = prune_linear_layer(attn.k_proj, index)  # H_kv = H: each head owns its own keys and values
     attn.v_proj = prune_linear_layer(attn.v_proj, index)
@@ -158,7 +159,7 @@ def _prune_llama_attention(attn: nn.Module, index: torch.Tensor, n_removed: int)
 
 def _check_no_grouped_query(model: nn.Module) -> None:
     """Llama with H_kv < H shares a key/value head among several query heads: no head can go on its own."""
-    config = model.config
+    config: Any = model.config
     n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     if n_kv != config.num_attention_heads:
         raise ValueError(
@@ -196,7 +197,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
     modules = attention_modules(model)
     if _model_type(model) == "llama":
         _check_no_grouped_query(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
         _check_layer(layer, len(modules))
@@ -247,7 +249,8 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
     prune_one = _PRUNERS[_model_type(model)]
-    recorded = _config_pruned_heads(model.config)
+    config: Any = model.config
+    recorded = _config_pruned_heads(config)
     for layer, heads in plan.items():
         attn: Any = modules[layer]
         already = set(getattr(attn, "pruned_heads", set()))
@@ -257,7 +260,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             prune_one(attn, index, len(new_heads))
         attn.pruned_heads = already | new_heads
         recorded[layer] = sorted(set(recorded.get(layer, [])) | attn.pruned_heads)
-    model.config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
+    config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
 
 
 def reapply_pruned_heads(model: nn.Module) -> None:

@@ -90,24 +90,26 @@ def _dynamic_update(
     module: nn.Module, seq_len: torch.Tensor, device: torch.device, layer_type: str | None = None
 ) -> str:
     """Dynamic NTK: grow past the cached length, keep in between, reset to the original base below L_max."""
+    # Read by attribute (transformers' names): torch's stubs type a Module's attribute `Tensor | Module`.
+    rotary: Any = module
     prefix = "" if layer_type is None else f"{layer_type}_"  # transformers' per-layer-type attribute names
-    rope_type = module.rope_type if layer_type is None else module.rope_type[layer_type]
-    cached = getattr(module, f"{prefix}max_seq_len_cached", module.max_seq_len_cached)
+    rope_type = rotary.rope_type if layer_type is None else rotary.rope_type[layer_type]
+    cached = getattr(rotary, f"{prefix}max_seq_len_cached", rotary.max_seq_len_cached)
     if seq_len > cached:  # growth: recompute the base for this longer length
         init_fn = get_rope_init_function(rope_type)
         inv_freq, attention_scaling = init_fn(
-            module.config, device, seq_len=seq_len, layer_type=_config_layer_type(module, layer_type)
+            rotary.config, device, seq_len=seq_len, layer_type=_config_layer_type(rotary, layer_type)
         )
-        module.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
-        setattr(module, f"{prefix}attention_scaling", attention_scaling)
-        setattr(module, f"{prefix}max_seq_len_cached", int(seq_len))
+        rotary.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
+        setattr(rotary, f"{prefix}attention_scaling", attention_scaling)
+        setattr(rotary, f"{prefix}max_seq_len_cached", int(seq_len))
         return "grow"
-    if seq_len < module.original_max_seq_len < cached:  # reset: short inputs get plain RoPE back
+    if seq_len < rotary.original_max_seq_len < cached:  # reset: short inputs get plain RoPE back
         # .to(device): the buffer followed a `model.to(...)`, a plain-attribute copy would not have
-        original_inv_freq = getattr(module, f"{prefix}original_inv_freq").to(device)
-        module.register_buffer(f"{prefix}inv_freq", original_inv_freq, persistent=False)
-        setattr(module, f"{prefix}original_inv_freq", original_inv_freq)
-        setattr(module, f"{prefix}max_seq_len_cached", module.original_max_seq_len)
+        original_inv_freq = getattr(rotary, f"{prefix}original_inv_freq").to(device)
+        rotary.register_buffer(f"{prefix}inv_freq", original_inv_freq, persistent=False)
+        setattr(rotary, f"{prefix}original_inv_freq", original_inv_freq)
+        setattr(rotary, f"{prefix}max_seq_len_cached", rotary.original_max_seq_len)
         return "reset"
     return "keep"
 
@@ -158,7 +160,9 @@ def dynamic_rope_update(rope_forward: F) -> F:
     def wrapper(
         self: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None
     ) -> Any:
-        rope_type = self.rope_type if layer_type is None else self.rope_type[layer_type]
+        # A str, or a dict keyed by layer type (Gemma 3); torch's stubs type it `Tensor | Module`.
+        rope_types: Any = self.rope_type
+        rope_type = rope_types if layer_type is None else rope_types[layer_type]
         kwargs = {} if layer_type is None else {"layer_type": layer_type}
         decision = None
         if "dynamic" in rope_type:

@@ -370,11 +370,9 @@ def _mean_at(entropy: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
 
 def _copy_pruning(source: CapstoneForCausalLM, target: CapstoneForCausalLM) -> None:
     """Give `target` the pruned shapes of `source` (same config otherwise), then its weights."""
-    heads = {
-        i: sorted(a.self_attn.pruned_heads)
-        for i, a in enumerate(source.model.layers)
-        if a.self_attn.pruned_heads
-    }
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    layers: list[Any] = list(source.model.layers)
+    heads = {i: sorted(a.self_attn.pruned_heads) for i, a in enumerate(layers) if a.self_attn.pruned_heads}
     if heads:
         prune_heads(target, heads)
     target.load_state_dict(source.state_dict())

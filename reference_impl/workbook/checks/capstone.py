@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,6 +90,8 @@ def check_capstone_attention(name: str) -> None:
         expected.sum().backward()
         got.sum().backward()
         for (param_name, p), q in zip(theirs.named_parameters(), reference.parameters(), strict=True):
+            if q.grad is None:  # every parameter of the reference takes part in the loss
+                raise RuntimeError(f"the reference model's {param_name} got no gradient")
             problem = first_difference(p.grad, q.grad, atol=1e-4, rtol=1e-3)
             if problem is not None:
                 raise CheckFailed(f"length {length}: gradient of {param_name} {problem}")
@@ -146,7 +149,9 @@ def check_gpt2_layout_copy(to_gpt2_layout: Callable[[CapstoneForCausalLM], nn.Mo
     converted = student_call(exercise, to_gpt2_layout, model)
     if not isinstance(converted, nn.Module):
         raise CheckFailed(f"to_gpt2_layout returned {type(converted).__name__}, expected the converted model")
-    layers = converted.model.layers
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    converted_model: Any = converted
+    layers = converted_model.model.layers
     expected_names = [
         name for name, m in original.model.layers.named_modules() if isinstance(m, nn.Linear)
     ]  # q, k, v, o, gate, up, down of every layer

@@ -200,11 +200,11 @@ def _surviving_columns() -> list[int]:
         n_layer=1, n_head=H, n_embd=H * D, vocab_size=8, n_positions=8, bos_token_id=0, eos_token_id=0
     )
     model = GPT2Model(config)
-    attn = model.h[0].attn
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    attn: Any = model.h[0].attn
     with torch.no_grad():
-        attn.c_attn.weight[0] = torch.arange(
-            3 * H * D, dtype=attn.c_attn.weight.dtype
-        )  # (C, 3·H·D): row 0 = j
+        # (C, 3·H·D): row 0 = j
+        attn.c_attn.weight[0] = torch.arange(3 * H * D, dtype=attn.c_attn.weight.dtype)
     prune_heads(model, {0: TWO_PRUNINGS["first"]})
     prune_heads(model, {0: TWO_PRUNINGS["then"]})
     return [int(j) for j in attn.c_attn.weight[0].tolist()]
@@ -257,12 +257,12 @@ def check_rescored_order(fn: Callable[..., Sequence[tuple[int, int]]]) -> None:
     model = load_tiny_task_model()
     batches = [offset_pair_batch(32, torch.Generator().manual_seed(20 + i)) for i in range(2)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    got = student_call(exercise, fn, model, batches, 4, 2)
+    returned = student_call(exercise, fn, model, batches, 4, 2)
     if {k: tuple(v.shape) for k, v in model.state_dict().items()} != {
         k: tuple(v.shape) for k, v in before.items()
     }:
         raise CheckFailed("your function pruned the model it was given; prune a copy (copy.deepcopy(model))")
-    got = [tuple(int(x) for x in pair) for pair in got]
+    got = [tuple(int(x) for x in pair) for pair in returned]
     reference, expected = copy.deepcopy(model), []
     for _ in range(2):
         chosen = select_heads_to_prune(head_importance(reference, batches, task_loss), 2)
