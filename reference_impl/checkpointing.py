@@ -3,9 +3,9 @@
 Mirrors transformers.modeling_layers.GradientCheckpointingLayer and
 PreTrainedModel.gradient_checkpointing_enable / _set_gradient_checkpointing (transformers 5.22; 4.53-5.22
 share the layer's semantics), and the names and layer behaviour of transformers 5.23-5.25 where those differ
-(see NOTE [ transformers 5.23 and 5.24 ]). Taught in lessons/01_checkpointing_tradeoffs.ipynb. The policies
-beyond "every layer" (every k-th layer, sqrt(L) segments, selective) live in
-reference_impl/checkpoint_policies.py.
+(NOTE [ forward, not __call__ ], the cache keywords, the entry points at the end). Taught in
+lessons/01_checkpointing_tradeoffs.ipynb. The policies beyond "every layer" (every k-th layer, sqrt(L)
+segments, selective) live in reference_impl/checkpoint_policies.py.
 
 Memory, per layer of a stack of L layers whose input is 1 unit and whose forward keeps a units for backward:
 
