@@ -258,10 +258,9 @@ def _validate(rc: RopeConfig) -> None:
         beta_fast, beta_slow = _yarn_betas(rc)
         if not beta_fast > beta_slow:
             raise ValueError(
-                f"{rc.key('beta_fast')}={beta_fast} <= {rc.key('beta_slow')}={beta_slow}; expected beta_fast "
-                f"> "
-                "beta_slow (defaults 32 and 1): pairs turning more than beta_fast times are kept, fewer than "
-                "beta_slow times interpolated. transformers only warns here."
+                f"{rc.key('beta_fast')}={beta_fast} <= {rc.key('beta_slow')}={beta_slow}; expected "
+                "beta_fast > beta_slow (defaults 32 and 1): pairs turning more than beta_fast times are "
+                "kept, fewer than beta_slow times interpolated. transformers only warns here."
             )
     if rc.rope_type == "longrope":
         for name in ("short_factor", "long_factor"):

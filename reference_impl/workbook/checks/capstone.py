@@ -208,8 +208,8 @@ def check_kept_prediction(my_kept_units: Callable[[float, float, int, int], floa
                 hint = " (that is no checkpointing at all)"
             raise CheckFailed(
                 f"every_n_layers={k}: you predict {predicted!r} units kept, measured {measured:.2f}{hint}; "
-                f"with a = {a:.2f}, e = {e:.2f}, L = {L}: a checkpointed layer keeps its input (1 unit), the "
-                f"others a"
+                f"with a = {a:.2f}, e = {e:.2f}, L = {L}: a checkpointed layer keeps its input (1 unit), "
+                "the others a"
             )
         print(f"every_n_layers={k}: predicted {predicted:.2f} u, measured {measured:.2f} u")
     passed(exercise)

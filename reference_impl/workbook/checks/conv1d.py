@@ -265,8 +265,8 @@ def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.L
                 layer.weight.add_(1.0)
         if not torch.equal(conv.weight, before):
             raise CheckFailed(
-                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not view "
-                f"them"
+                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not "
+                "view them"
             )
     passed(exercise)
 
