@@ -1,29 +1,32 @@
-"""The checkpointing front as the field draws it now: eager, compiled, budgeted, selective and offloaded, beside
-transformers' points, on real model shapes.
+r"""The checkpointing front as the field draws it now: eager, compiled, budgeted, selective and offloaded,
+beside transformers' points, on real model shapes.
 
-    python benchmarks/bench_checkpointing_front.py --device cuda --models gpt2_small llama_16x1024 --out part1.json
-    python benchmarks/bench_checkpointing_front.py --device cuda --warm-only --models gpt2_small --out cold.json
+    python benchmarks/bench_checkpointing_front.py --device cuda --models gpt2_small llama_16x1024 \
+        --out part1.json
+    python benchmarks/bench_checkpointing_front.py --device cuda --warm-only --models gpt2_small \
+        --out cold.json
     python benchmarks/bench_checkpointing_front.py --device cpu --tiny --backend aot_eager   # smoke test
 
-A training step is forward + causal-LM loss + backward under bf16 autocast, fp32 weights, random init from config
-(the shapes of bench_checkpointing.py). Every contender of a model is timed interleaved in one run
-(`side_by_side_seconds`); memory is the step's peak above what was allocated before it; both are reported relative
-to the eager step without checkpointing. Contenders:
+A training step is forward + causal-LM loss + backward under bf16 autocast, fp32 weights, random init from
+config (the shapes of bench_checkpointing.py). Every contender of a model is timed interleaved in one run
+(`side_by_side_seconds`); memory is the step's peak above what was allocated before it; both are reported
+relative to the eager step without checkpointing. Contenders:
 
-- `none`: eager, no checkpointing; `hf_{re,nre}_k{1..4}`: transformers' `gradient_checkpointing_enable` in each mode
-  with `every_n_layers` 1 to 4; `hf_offload_re_k1`: transformers' `offload=True` (save_on_cpu around each checkpoint);
+- `none`: eager, no checkpointing; `hf_{re,nre}_k{1..4}`: transformers' `gradient_checkpointing_enable` in
+  each mode with `every_n_layers` 1 to 4; `hf_offload_re_k1`: transformers' `offload=True` (save_on_cpu around
+  each checkpoint);
 - ours, eager: `ours_sqrt_{re,nre}` (segments of round(sqrt(L)) layers); `ours_offload_re_k1` and
-  `ours_offload_sqrt_re` (`checkpoint_compiled.offload_layer_inputs`: the kept inputs to pinned host memory on a
-  side stream, prefetched in backward); `save_on_cpu_all` (every saved tensor to host, no checkpointing);
-- compiled (`torch.compile`, inductor): `compiled_b1.0` (no checkpointing, the default partition), `compiled_b{b}`
-  (the partitioner under `activation_memory_budget=b`), `compiled_ckpt_k1` (transformers' non-reentrant checkpoint
-  of every layer, compiled), `compiled_selective_k1` and `compiled_selattn_k1` (our selective policies as
-  selective-checkpoint contexts, compiled).
+  `ours_offload_sqrt_re` (`checkpoint_compiled.offload_layer_inputs`: the kept inputs to pinned host memory on
+  a side stream, prefetched in backward); `save_on_cpu_all` (every saved tensor to host, no checkpointing);
+- compiled (`torch.compile`, inductor): `compiled_b1.0` (no checkpointing, the default partition),
+  `compiled_b{b}` (the partitioner under `activation_memory_budget=b`), `compiled_ckpt_k1` (transformers'
+  non-reentrant checkpoint of every layer, compiled), `compiled_selective_k1` and `compiled_selattn_k1` (our
+  selective policies as selective-checkpoint contexts, compiled).
 
-Compile time (the first step, forward + backward, minus nothing) is reported apart from step time: `compile_s` in
-the measuring process, and `compile_s_cold` from a `--warm-only` process that compiled first with empty caches
-(merge with `--cold FILE`). For each transformers point the record names the cheapest contender that dominates it
-(`reference_impl.workbook.front.dominance`).
+Compile time (the first step, forward + backward, minus nothing) is reported apart from step time: `compile_s`
+in the measuring process, and `compile_s_cold` from a `--warm-only` process that compiled first with empty
+caches (merge with `--cold FILE`). For each transformers point the record names the cheapest contender that
+dominates it (`reference_impl.workbook.front.dominance`).
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ COMPILED_CKPT: dict[str, tuple[str | None, str, str]] = {
 }
 
 
-#: The compiled contenders measured per model by default: each one is a compilation of its own (tens of seconds
-#: on the H200 even with warm caches), so the larger models get fewer, to fit one 10-minute device call.
+#: The compiled contenders measured per model by default: each one is a compilation of its own (tens of
+#: seconds on the H200 even with warm caches), so the larger models get fewer, to fit one 10-minute device
+#: call.
 PLAN: dict[str, tuple[str, ...]] = {
     "gpt2_small": (
         "compiled_b1.0",
@@ -444,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         "step": "forward + causal-LM loss + backward, bf16 autocast, fp32 weights, random init from config",
         "peak": "max_memory_allocated during the step minus memory_allocated before it (model + gradients)",
         "ratios": "mem_ratio and time_ratio are relative to the eager step without checkpointing ('none')",
-        "compile": "compile_s: the first step of a compiled contender in the measuring process (inductor's caches "
-        "warm if a --warm-only process ran before); compile_s_cold: that first step in the --warm-only process",
-        "target": "every transformers point dominated (no more memory, no more time); compiled selective within "
-        "1.05x of the budget sweep's time at equal memory",
+        "compile": "compile_s: the first step of a compiled contender in the measuring process (inductor's "
+        "caches warm if a --warm-only process ran before); compile_s_cold: that first step in the "
+        "--warm-only process",
+        "target": "every transformers point dominated (no more memory, no more time); compiled selective "
+        "within 1.05x of the budget sweep's time at equal memory",
         "backend": args.backend,
         "compiled_plan": {name: list(compiled(name) or compiled_keys(budgets)) for name in specs},
         "models": {},

@@ -1,10 +1,12 @@
-"""Merge the models of later `bench_checkpointing_front.py` runs into one record, keeping each run's provenance.
+r"""Merge the models of later `bench_checkpointing_front.py` runs into one record, keeping each run's
+provenance.
 
-A 10-minute device call does not fit all three models, so they are measured in separate runs on the same kind of
-machine. Each merged model gets a `run` block (the command, the machine and the date it was measured with), the
-model leaves `not_measured`, and its cold-compile runs are appended.
+A 10-minute device call does not fit all three models, so they are measured in separate runs on the same kind
+of machine. Each merged model gets a `run` block (the command, the machine and the date it was measured with),
+the model leaves `not_measured`, and its cold-compile runs are appended.
 
-    python benchmarks/merge_front_records.py benchmarks/results/checkpointing_front_gpu.json part1.json part2.json
+    python benchmarks/merge_front_records.py benchmarks/results/checkpointing_front_gpu.json \
+        part1.json part2.json
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 
 def merge(base: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    """`base` with every model of `part` added (replacing a model of the same name), provenance kept per model."""
+    """`base` with every model of `part` added (replacing a model of the same name), provenance kept per
+    model."""
     merged = dict(base)
     merged["models"] = dict(base["models"])
     not_measured = dict(base.get("not_measured", {}))

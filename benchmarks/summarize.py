@@ -118,7 +118,8 @@ def _checkpointing_front(r: dict[str, Any]) -> list[Row]:
                 measured = d["why"]
             out.append(
                 (
-                    f"checkpointing front, {shape}: {t['label']} ({t['mem_ratio']:.3f} mem, {t['time_ratio']:.2f}x)",
+                    f"checkpointing front, {shape}: {t['label']} ({t['mem_ratio']:.3f} mem, "
+                    f"{t['time_ratio']:.2f}x)",
                     measured,
                     "a contender with no more memory and no more time",
                     _verdict(d["by"] is not None),
@@ -128,9 +129,10 @@ def _checkpointing_front(r: dict[str, Any]) -> list[Row]:
             note = ", beyond the sweep's memory range" if d["extrapolated"] else ""
             out.append(
                 (
-                    f"checkpointing front, {shape}: {res[sk]['label']}, time / budget sweep's at equal memory",
-                    f"{d['time_vs_budget']:.3f} ({res[sk]['mem_ratio']:.3f} mem at {res[sk]['time_ratio']:.2f}x; "
-                    f"sweep {d['budget_time_ratio']:.2f}x{note})",
+                    f"checkpointing front, {shape}: {res[sk]['label']}, time / budget sweep's at equal "
+                    f"memory",
+                    f"{d['time_vs_budget']:.3f} ({res[sk]['mem_ratio']:.3f} mem at "
+                    f"{res[sk]['time_ratio']:.2f}x; sweep {d['budget_time_ratio']:.2f}x{note})",
                     "<= 1.05",
                     _verdict(d["time_vs_budget"] <= 1.05),
                 )

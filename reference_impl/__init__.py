@@ -23,6 +23,14 @@ from reference_impl.attention import (
     repeat_kv,
     sdpa_attention_forward,
 )
+from reference_impl.checkpoint_compiled import (
+    HostOffload,
+    activation_memory_budget,
+    compile_with_memory_budget,
+    offload_layer_inputs,
+    saved_for_backward,
+    selective_checkpoint_kwargs,
+)
 from reference_impl.checkpoint_policies import POLICIES
 from reference_impl.checkpointing import (
     GradientCheckpointingLayer,
@@ -135,6 +143,13 @@ ADDITIONS: tuple[str, ...] = (
     "POLICIES",
     "is_checkpointable_layer",
     "set_gradient_checkpointing",
+    # checkpointing under torch.compile, and host offload
+    "HostOffload",
+    "activation_memory_budget",
+    "compile_with_memory_budget",
+    "offload_layer_inputs",
+    "saved_for_backward",
+    "selective_checkpoint_kwargs",
     # pruning
     "gate_heads",
     "head_importance",

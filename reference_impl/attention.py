@@ -142,8 +142,9 @@ def sdpa_attention_forward(
     to SDPA only when there is no mask and T > 1 (SDPA's own causal mask is top-left aligned, which is why
     `sdpa_mask` returns None only when that alignment is right).
 
-    Bad heads and masks get the same errors as from `eager_attention_forward`: key/value heads that do not divide
-    the query heads (transformers' sdpa repeats H // H_kv times and fails inside torch), and an integer mask.
+    Bad heads and masks get the same errors as from `eager_attention_forward`: key/value heads that do not
+    divide the query heads (transformers' sdpa repeats H // H_kv times and fails inside torch), and an integer
+    mask.
     """
     H, T = query.shape[1], query.shape[2]
     _check_heads(query, key, value)
@@ -214,8 +215,9 @@ def _check_heads(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) ->
     H, H_kv, H_v = query.shape[1], key.shape[1], value.shape[1]
     if H_kv != H_v or H % H_kv != 0:
         raise ValueError(
-            f"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the same number "
-            f"of heads, dividing H (grouped-query attention: each key/value head serves H / H_kv query heads)"
+            f"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the same "
+            f"number of heads, dividing H (grouped-query attention: each key/value head serves H / H_kv "
+            f"query heads)"
         )
 
 
@@ -224,8 +226,8 @@ def _check_mask_dtype(mask: torch.Tensor) -> None:
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise ValueError(
             f"attention_mask has dtype {mask.dtype}; expected a boolean keep-mask (True = attend; a 0/1 mask "
-            "becomes one with `mask.bool()`) or an additive float mask (0 = attend, finfo(dtype).min = masked, "
-            "as eager_mask makes)"
+            "becomes one with `mask.bool()`) or an additive float mask (0 = attend, finfo(dtype).min = "
+            "masked, as eager_mask makes)"
         )
 
 

@@ -1,5 +1,5 @@
-"""Checkpointing as the field does it now: selective policies under torch.compile, the partitioner's memory budget,
-and host offload of the kept layer inputs only.
+"""Checkpointing as the field does it now: selective policies under torch.compile, the partitioner's memory
+budget, and host offload of the kept layer inputs only.
 
 Not in transformers. transformers 5.22 offers `gradient_checkpointing_enable(gradient_checkpointing_kwargs,
 every_n_layers, offload)`; what is here plugs into it (or into our `set_gradient_checkpointing`) and into
@@ -9,29 +9,31 @@ benchmarks/bench_checkpointing_front.py.
 Three tools, each a different answer to "what does the backward pass get, and where from":
 
 - `selective_checkpoint_kwargs(policy)`: `gradient_checkpointing_kwargs` that make every checkpointed layer a
-  *selective* checkpoint (`torch.utils.checkpoint.create_selective_checkpoint_contexts`): the outputs of the ops a
-  policy names are saved, every other op of the layer is recomputed in backward. Eagerly, torch runs the policy on
-  every op through a Python dispatch mode, which costs more than it saves on a launch-bound GPU step. Under
-  `torch.compile` the policy is applied once, while tracing: each op of the graph is tagged save or recompute, and
-  the compiled backward graph recomputes what is tagged, with no Python per op.
-- `compile_with_memory_budget(model, budget)` / `activation_memory_budget(budget)`: the compiler's own answer. With `torch.compile`, AOTAutograd's min-cut
-  partitioner decides which forward values the backward graph receives and which it recomputes. Its knob
-  `torch._functorch.config.activation_memory_budget` (1.0: save what is cheapest in runtime; 0.0: recompute
-  everything it can) makes it save as little as it can, above budget x the saved bytes at 1.0, recomputing the
-  cheapest ops first. The budget is read when a graph is partitioned, i.e. at compile time, so every budget is a
-  compilation of its own. `saved_for_backward(loss)` reports what a compiled (or any custom-Function) graph kept.
-- `HostOffload` / `offload_layer_inputs(model)`: checkpointing keeps one tensor per checkpointed layer, its input;
-  these hooks move exactly those tensors (not every saved tensor, as `torch.autograd.graph.save_on_cpu` does around
-  a whole step) to pinned host memory, copying on a side CUDA stream so the forward does not wait for the copy, and
-  in backward fetch the next layer's input while the current one recomputes.
+  *selective* checkpoint (`torch.utils.checkpoint.create_selective_checkpoint_contexts`): the outputs of the
+  ops a policy names are saved, every other op of the layer is recomputed in backward. Eagerly, torch runs the
+  policy on every op through a Python dispatch mode, which costs more than it saves on a launch-bound GPU
+  step. Under `torch.compile` the policy is applied once, while tracing: each op of the graph is tagged save
+  or recompute, and the compiled backward graph recomputes what is tagged, with no Python per op.
+- `compile_with_memory_budget(model, budget)` / `activation_memory_budget(budget)`: the compiler's own answer.
+  With `torch.compile`, AOTAutograd's min-cut partitioner decides which forward values the backward graph
+  receives and which it recomputes. Its knob `torch._functorch.config.activation_memory_budget` (1.0: save
+  what is cheapest in runtime; 0.0: recompute everything it can) makes it save as little as it can, above
+  budget x the saved bytes at 1.0, recomputing the cheapest ops first. The budget is read when a graph is
+  partitioned, i.e. at compile time, so every budget is a compilation of its own. `saved_for_backward(loss)`
+  reports what a compiled (or any custom-Function) graph kept.
+- `HostOffload` / `offload_layer_inputs(model)`: checkpointing keeps one tensor per checkpointed layer, its
+  input; these hooks move exactly those tensors (not every saved tensor, as `torch.autograd.graph.save_on_cpu`
+  does around a whole step) to pinned host memory, copying on a side CUDA stream so the forward does not wait
+  for the copy, and in backward fetch the next layer's input while the current one recomputes.
 
 # NOTE [ Why the outer hooks see the layer inputs and nothing else ]
-# Both checkpoint variants save the layer's inputs through autograd's saved-tensor machinery *outside* their own
-# hooks: the reentrant one with `ctx.save_for_backward(*inputs)` in CheckpointFunction, the non-reentrant one with
-# `_NoopSaveInputs` before it enters its own `saved_tensors_hooks` frame. Everything the layer's ops save inside the
-# checkpoint goes to checkpoint's innermost hooks (non-reentrant) or is not saved at all (reentrant runs the first
-# pass under no_grad). So a `saved_tensors_hooks` pair entered around the checkpoint call packs exactly the kept
-# inputs. transformers 5.22's `offload=True` does the same with `save_on_cpu`, copying on the compute stream.
+# Both checkpoint variants save the layer's inputs through autograd's saved-tensor machinery *outside* their
+# own hooks: the reentrant one with `ctx.save_for_backward(*inputs)` in CheckpointFunction, the non-reentrant
+# one with `_NoopSaveInputs` before it enters its own `saved_tensors_hooks` frame. Everything the layer's ops
+# save inside the checkpoint goes to checkpoint's innermost hooks (non-reentrant) or is not saved at all
+# (reentrant runs the first pass under no_grad). So a `saved_tensors_hooks` pair entered around the checkpoint
+# call packs exactly the kept inputs. transformers 5.22's `offload=True` does the same with `save_on_cpu`,
+# copying on the compute stream.
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ __all__ = [
 
 
 def selective_checkpoint_kwargs(policy: str = "selective") -> dict[str, Any]:
-    """`gradient_checkpointing_kwargs` that make each checkpointed layer a selective checkpoint under torch.compile.
+    """`gradient_checkpointing_kwargs` that make each checkpointed layer a selective checkpoint under
+    torch.compile.
 
     Pass them to transformers' `model.gradient_checkpointing_enable(kwargs, every_n_layers=k)` (or to our
-    `set_gradient_checkpointing(model, True, kwargs)`), then `torch.compile(model)`. Selective checkpointing needs
-    the non-reentrant variant (it works through saved-tensor hooks and, compiled, through the traced graph).
-    `policy` is a key of `checkpoint_policies.SELECTIVE_POLICIES` (ValueError otherwise).
+    `set_gradient_checkpointing(model, True, kwargs)`), then `torch.compile(model)`. Selective checkpointing
+    needs the non-reentrant variant (it works through saved-tensor hooks and, compiled, through the traced
+    graph). `policy` is a key of `checkpoint_policies.SELECTIVE_POLICIES` (ValueError otherwise).
 
     Example:
         >>> model.gradient_checkpointing_enable(selective_checkpoint_kwargs("selective"))  # doctest: +SKIP
@@ -77,11 +80,13 @@ def selective_checkpoint_kwargs(policy: str = "selective") -> dict[str, Any]:
 
 @contextmanager
 def activation_memory_budget(budget: float) -> Iterator[None]:
-    """Partition compiled graphs inside the block under `torch._functorch.config.activation_memory_budget=budget`.
+    """Partition compiled graphs inside the block under
+    `torch._functorch.config.activation_memory_budget=budget`.
 
-    The budget is read when AOTAutograd partitions a graph into forward and backward, which happens at the first
-    call of a compiled function (and at every recompilation), so run that first call inside the block. A graph
-    already compiled keeps the partition it got, and dynamo reuses it for an equal backend whatever the budget now
+    The budget is read when AOTAutograd partitions a graph into forward and backward, which happens at the
+    first call of a compiled function (and at every recompilation), so run that first call inside the block. A
+    graph already compiled keeps the partition it got, and dynamo reuses it for an equal backend whatever the
+    budget now
     is: to compare budgets, use `compile_with_memory_budget`, which makes the budget part of the backend.
 
     Args:
@@ -100,9 +105,9 @@ def activation_memory_budget(budget: float) -> Iterator[None]:
 class MemoryBudgetBackend:
     """A torch.compile backend: `backend` (a registered name) with the partitioner under `budget`.
 
-    Dynamo keeps a compiled entry per backend and reuses it for an *equal* backend, so the budget has to be part of
-    the backend: two wrappers with different budgets are different backends and compile separately, two with the
-    same budget share their compilation.
+    Dynamo keeps a compiled entry per backend and reuses it for an *equal* backend, so the budget has to be
+    part of the backend: two wrappers with different budgets are different backends and compile separately,
+    two with the same budget share their compilation.
     """
 
     budget: float
@@ -149,18 +154,19 @@ class SavedReport:
 def saved_for_backward(output: torch.Tensor, exclude: Iterator[torch.Tensor] | tuple[()] = ()) -> SavedReport:
     """Walk the autograd graph behind `output` and count what its Python-Function nodes saved for backward.
 
-    A compiled graph runs in autograd as one custom Function (`CompiledFunctionBackward`) whose saved tensors are
-    exactly the forward values the partitioner chose to hand to the backward graph; the same walk counts the
-    inputs a reentrant checkpoint keeps. Built-in nodes (eager aten ops) are not counted. Parameters passed in
-    `exclude` are left out, so the count is activations. Reading a saved tensor runs its unpack hook (an offloaded
-    tensor is fetched back): call this on a graph without such hooks, before `backward()`.
+    A compiled graph runs in autograd as one custom Function (`CompiledFunctionBackward`) whose saved tensors
+    are exactly the forward values the partitioner chose to hand to the backward graph; the same walk counts
+    the inputs a reentrant checkpoint keeps. Built-in nodes (eager aten ops) are not counted. Parameters
+    passed in `exclude` are left out, so the count is activations. Reading a saved tensor runs its unpack hook
+    (an offloaded tensor is fetched back): call this on a graph without such hooks, before `backward()`.
     """
     excluded = {p.untyped_storage().data_ptr() for p in exclude}
     seen: set[int] = set()
     storages: dict[int, int] = {}
     shapes: Counter[str] = Counter()
     nodes = 0
-    stack = [output.grad_fn] if output.grad_fn is not None else []
+    # Walked from the loss down; a node's `next_functions` hold None where an input needs no gradient.
+    stack: list[torch.autograd.graph.Node | None] = [output.grad_fn] if output.grad_fn is not None else []
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
@@ -194,12 +200,12 @@ class _Offloaded:
 class HostOffload:
     """Saved-tensor hooks that keep what they pack in (pinned) host memory, copying on a side stream.
 
-    Entered around a checkpoint call (see `offload_layer_inputs`) they pack exactly the checkpoint's kept inputs
-    (NOTE at the top of this module). Forward: each packed tensor is copied to host memory on a side stream, after the
-    compute stream has produced it; the device tensor's memory is handed back to the allocator once that copy is
-    done (`record_stream`), so the compute stream never waits for it. Backward: unpacking the input of layer i
-    copies it back (if it was not prefetched) and starts fetching the input of layer i - 1, which the backward
-    needs next, so the copy overlaps layer i's recompute.
+    Entered around a checkpoint call (see `offload_layer_inputs`) they pack exactly the checkpoint's kept
+    inputs (NOTE at the top of this module). Forward: each packed tensor is copied to host memory on a side
+    stream, after the compute stream has produced it; the device tensor's memory is handed back to the
+    allocator once that copy is done (`record_stream`), so the compute stream never waits for it. Backward:
+    unpacking the input of layer i copies it back (if it was not prefetched) and starts fetching the input of
+    layer i - 1, which the backward needs next, so the copy overlaps layer i's recompute.
 
     On a CPU tensor the hooks still copy (to a separate host tensor), so the bookkeeping is testable anywhere.
     `packed` and `packed_bytes` count what was offloaded since the last `reset()`.
@@ -294,6 +300,8 @@ def offload_layer_inputs(model: nn.Module, prefetch: bool = True) -> HostOffload
     """
     offload = HostOffload(prefetch=prefetch)
     wrapped = 0
+    # A plain attribute is set on the modules below; torch's stubs would only allow Tensor | Module values.
+    module: Any
     for module in model.modules():
         func = getattr(module, "_gradient_checkpointing_func", None)
         if not getattr(module, "gradient_checkpointing", False) or func is None:

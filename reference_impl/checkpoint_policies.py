@@ -116,7 +116,8 @@ class SaveOutputsOf:
         return CheckpointPolicy.MUST_SAVE if op in self.ops else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-#: Selective policy name -> the ops whose outputs it saves (every other op of a checkpointed layer is recomputed).
+#: Selective policy name -> the ops whose outputs it saves (every other op of a checkpointed layer is
+#: recomputed).
 SELECTIVE_POLICIES: dict[str, frozenset[Any]] = {
     "selective": MATMUL_OPS | ATTENTION_OPS,
     "selective_attention": ATTENTION_OPS,
@@ -124,7 +125,8 @@ SELECTIVE_POLICIES: dict[str, frozenset[Any]] = {
 
 
 def selective_context_fn(policy: str = "selective") -> Callable[[], Any]:
-    """The `context_fn` of `torch.utils.checkpoint.checkpoint` for a selective policy, eager or under torch.compile.
+    """The `context_fn` of `torch.utils.checkpoint.checkpoint` for a selective policy, eager or under
+    torch.compile.
 
     Raises:
         ValueError: `policy` is not a key of `SELECTIVE_POLICIES`.
@@ -164,9 +166,9 @@ def _hidden(output: Any) -> Any:
 def _same_value(a: Any, b: Any) -> bool:
     """`a is b`, or two tensors that view the same memory the same way.
 
-    A forward pre-hook may hand the layer a new tensor object over the same data: FSDP2's hook passes the inputs
-    through an autograd function (to run its post-backward hook), and its checkpoint must still see "the previous
-    layer's output".
+    A forward pre-hook may hand the layer a new tensor object over the same data: FSDP2's hook passes the
+    inputs through an autograd function (to run its post-backward hook), and its checkpoint must still see
+    "the previous layer's output".
     """
     if a is b:
         return True

@@ -1,10 +1,11 @@
 """Gradient checkpointing: keep a layer's input, drop what it computed, recompute it during backward.
 
-Mirrors transformers.modeling_layers.GradientCheckpointingLayer and PreTrainedModel.gradient_checkpointing_enable /
-_set_gradient_checkpointing (transformers 5.22; 4.53-5.22 share the layer's semantics), and the names and layer
-behaviour of transformers 5.23-5.25 where those differ (see NOTE [ transformers 5.23 and 5.24 ]). Taught in
-lessons/01_checkpointing_tradeoffs.ipynb. The policies beyond "every layer" (every k-th layer, sqrt(L) segments,
-selective) live in reference_impl/checkpoint_policies.py.
+Mirrors transformers.modeling_layers.GradientCheckpointingLayer and
+PreTrainedModel.gradient_checkpointing_enable / _set_gradient_checkpointing (transformers 5.22; 4.53-5.22
+share the layer's semantics), and the names and layer behaviour of transformers 5.23-5.25 where those differ
+(NOTE [ forward, not __call__ ], the cache keywords, the entry points at the end). Taught in
+lessons/01_checkpointing_tradeoffs.ipynb. The policies beyond "every layer" (every k-th layer, sqrt(L)
+segments, selective) live in reference_impl/checkpoint_policies.py.
 
 Memory, per layer of a stack of L layers whose input is 1 unit and whose forward keeps a units for backward:
 
@@ -22,17 +23,18 @@ layers.
 #    passes the dict through, and torch then warns and falls back to *reentrant* (the 4.x behaviour, with its
 #    traps).
 # 2. Bad arguments raise before anything is changed: `every_n_layers < 1` is a ValueError (transformers: a
-#    ZeroDivisionError for 0, and a flag pattern for negative numbers), kwargs that are not a mapping a TypeError,
-#    a model without a checkpointable layer a ValueError naming the classes accepted.
-# 3. The cache warning is given once per layer class per `set_gradient_checkpointing(..., enable=True)` (kept in
-#    `CACHE_WARNINGS_GIVEN`), so re-running a notebook shows it again; transformers' `warning_once` is once per
-#    process.
-# 5. Keys of `gradient_checkpointing_kwargs` are checked against what `torch.utils.checkpoint.checkpoint` accepts
-#    (a ValueError naming the unknown key and the accepted ones). transformers passes them through, and under
-#    `use_reentrant=False` torch forwards an unknown key to the layer's forward, where GPT-2's `**kwargs` swallows
-#    it: `{"use_reentrantt": False}` then trains without a word.
-# 4. Our `__call__` calls `nn.Module.__call__` by name, not `super().__call__`: a class that mixes our layer with
-#    transformers' own (`class X(GradientCheckpointingLayer, GPT2Block)`) then checkpoints once, not twice.
+#    ZeroDivisionError for 0, and a flag pattern for negative numbers), kwargs that are not a mapping a
+#    TypeError, a model without a checkpointable layer a ValueError naming the classes accepted.
+# 3. The cache warning is given once per layer class per `set_gradient_checkpointing(..., enable=True)` (kept
+#    in `CACHE_WARNINGS_GIVEN`), so re-running a notebook shows it again; transformers' `warning_once` is once
+#    per process.
+# 5. Keys of `gradient_checkpointing_kwargs` are checked against what `torch.utils.checkpoint.checkpoint`
+#    accepts (a ValueError naming the unknown key and the accepted ones). transformers passes them through,
+#    and under `use_reentrant=False` torch forwards an unknown key to the layer's forward, where GPT-2's
+#    `**kwargs` swallows it: `{"use_reentrantt": False}` then trains without a word.
+# 4. Our `__call__` calls `nn.Module.__call__` by name, not `super().__call__`: a class that mixes our layer
+#    with transformers' own (`class X(GradientCheckpointingLayer, GPT2Block)`) then checkpoints once, not
+#    twice.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ __all__ = [
 CACHE_WARNINGS_GIVEN: set[str] = set()
 
 # The keyword arguments by which a layer receives a KV cache: "cache" (transformers 5.24+), "past_key_values"
-# (4.x-5.23, deprecated until 5.40), "layer_past" (GPT-2 in 4.x). Under checkpointing they are set to None: the
-# recompute would write the cache a second time.
+# (4.x-5.23, deprecated until 5.40), "layer_past" (GPT-2 in 4.x). Under checkpointing they are set to None:
+# the recompute would write the cache a second time.
 _CACHE_KWARGS = ("cache", "past_key_values", "layer_past")
 
 #: What a checkpoint can wrap: the layer's `forward` (module hooks run once, outside the checkpoint;
@@ -82,10 +84,11 @@ class GradientCheckpointingLayer(nn.Module):
     """Base class for a layer that can be checkpointed: off by default, on after `set_gradient_checkpointing`.
 
     When `self.gradient_checkpointing` is True and the layer is in training mode, a call
-    `layer(*args, **kwargs)` becomes `self._gradient_checkpointing_func(partial(layer_call, **kwargs), *args)`:
-    only the positional arguments are inputs of the checkpoint, the keyword arguments are frozen into the function.
-    Before that, `use_cache=True` becomes False and a cache passed as `cache=`/`past_key_values=`/`layer_past=`
-    becomes None (unless the class sets `_can_checkpoint_with_cache`), with one warning. In eval mode, and when
+    `layer(*args, **kwargs)` becomes
+    `self._gradient_checkpointing_func(partial(layer_call, **kwargs), *args)`: only the positional arguments
+    are inputs of the checkpoint, the keyword arguments are frozen into the function. Before that,
+    `use_cache=True` becomes False and a cache passed as `cache=`/`past_key_values=`/`layer_past=` becomes
+    None (unless the class sets `_can_checkpoint_with_cache`), with one warning. In eval mode, and when
     gradients are disabled (`torch.no_grad()`: no backward, nothing to recompute), nothing happens.
 
     Warning:
@@ -240,13 +243,16 @@ def set_gradient_checkpointing(
     Args:
         model: the module tree to change in place.
         enable: False turns checkpointing off everywhere (the policy's state is dropped).
-        gradient_checkpointing_kwargs: keyword arguments for `torch.utils.checkpoint.checkpoint`. `use_reentrant`
-            defaults to False when absent (transformers: absent -> torch's reentrant fallback; see the NOTE above).
-            A key `checkpoint` does not take is a ValueError (transformers passes it on silently).
-        every_n_layers: checkpoint layers 0, k, 2k, ... only (`layer_index % k == 0`, as in transformers 5.18+).
-        policy: how the chosen layers are checkpointed, one of `checkpoint_policies.POLICIES`: "full" (whole layer),
-            "sqrt" (segments of round(sqrt(L)) consecutive layers, Chen et al. 2016), "selective" (keep matmul and
-            attention outputs, recompute the pointwise ops), "selective_attention" (keep attention outputs only).
+        gradient_checkpointing_kwargs: keyword arguments for `torch.utils.checkpoint.checkpoint`.
+            `use_reentrant` defaults to False when absent (transformers: absent -> torch's reentrant fallback;
+            see the NOTE above). A key `checkpoint` does not take is a ValueError (transformers passes it on
+            silently).
+        every_n_layers: checkpoint layers 0, k, 2k, ... only (`layer_index % k == 0`, as in transformers
+            5.18+).
+        policy: how the chosen layers are checkpointed, one of `checkpoint_policies.POLICIES`: "full" (whole
+            layer), "sqrt" (segments of round(sqrt(L)) consecutive layers, Chen et al. 2016), "selective"
+            (keep matmul and attention outputs, recompute the pointwise ops), "selective_attention" (keep
+            attention outputs only).
         segment_length: for policy "sqrt" only, the length s of a segment (default round(sqrt(L))), to draw
             Chen's curve M(s) = ceil(L / s) + a * s.
         checkpoint_target: for our layers, what the checkpoint wraps: "forward" (the default; hooks run once)
@@ -318,7 +324,8 @@ def set_gradient_checkpointing(
 
 
 # The entry points under transformers' names (methods of PreTrainedModel there, functions of the model here):
-# `activation_checkpointing_*` since 5.23, `gradient_checkpointing_*` before (deprecated aliases in 5.23+ until v6).
+# `activation_checkpointing_*` since 5.23, `gradient_checkpointing_*` before (deprecated aliases in 5.23+
+# until v6).
 
 
 def activation_checkpointing_enable(
@@ -330,7 +337,8 @@ def activation_checkpointing_enable(
     segment_length: int | None = None,
     checkpoint_target: str | None = None,
 ) -> list[bool]:
-    """`model.activation_checkpointing_enable(...)` of transformers 5.23+: `set_gradient_checkpointing(model, True, ...)`.
+    """`model.activation_checkpointing_enable(...)` of transformers 5.23+:
+    `set_gradient_checkpointing(model, True, ...)`.
 
     transformers' `offload` argument (keep the saved inputs in host memory) is not re-implemented.
     """
@@ -377,7 +385,8 @@ def gradient_checkpointing_enable(
 
 
 def gradient_checkpointing_disable(model: nn.Module) -> None:
-    """`model.gradient_checkpointing_disable()` of transformers <= 5.22 (`activation_checkpointing_disable`)."""
+    """`model.gradient_checkpointing_disable()` of transformers <= 5.22
+    (`activation_checkpointing_disable`)."""
     activation_checkpointing_disable(model)
 
 

@@ -242,8 +242,9 @@ def probe_chunking_safety(
         forward_fn: as for `apply_chunking_to_forward` (one parameter per input tensor).
         chunk_dim: the dimension to test, negative counting from the end.
         *input_tensors: example inputs, each with the same length `n` along `chunk_dim`; keep them small.
-        chunk_sizes: chunk sizes to try, each dividing `n` with 1 <= c < n (0, "no chunking", and n, one chunk,
-            would compare the function with itself and are refused); default every divisor of `n` below `n`.
+        chunk_sizes: chunk sizes to try, each dividing `n` with 1 <= c < n (0, "no chunking", and n, one
+            chunk, would compare the function with itself and are refused); default every divisor of `n` below
+            `n`.
         random_trials: extra trials on random inputs of the same shapes and dtypes.
         atol, rtol: tolerances >= 0; default `torch.testing.assert_close`'s for the output dtype.
         seed: seed of the generator that draws the random inputs (the caller's RNG is not touched).

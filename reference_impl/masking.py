@@ -211,7 +211,8 @@ def sdpa_mask(
     device: torch.device | str = "cpu",
     **kwargs: Any,
 ) -> torch.Tensor | None:
-    """Boolean mask `(B, 1, T, S)`, True = attend, or None when SDPA needs no mask (see "When None comes back").
+    """Boolean mask `(B, 1, T, S)`, True = attend, or None when SDPA needs no mask (see "When None comes
+    back").
 
     mask[b, 0, i, j] = mask_function(b, 0, q_offset + i, kv_offset + j) AND attention_mask[b, kv_offset + j]
 
@@ -224,21 +225,22 @@ def sdpa_mask(
         mask_function: `(b, h, q, kv) -> bool`, index-based.
         attention_mask: `(B, S')` 2-D padding mask (1/True = real token); padded with False up to
             `kv_offset + S` when shorter (empty static-cache slots are not attended).
-        local_size: window or chunk size of local attention; such a mask is never skipped once `S >= local_size`.
+        local_size: window or chunk size of local attention; such a mask is never skipped once
+            `S >= local_size`.
         allow_is_causal_skip: return None in the pure-causal case below (default True).
-        allow_is_bidirectional_skip: return None in the all-attend case below (default False, as in transformers
-            5.22; its `create_bidirectional_mask` passes True for encoders).
+        allow_is_bidirectional_skip: return None in the all-attend case below (default False, as in
+            transformers 5.22; its `create_bidirectional_mask` passes True for encoders).
 
     When None comes back (transformers 5.22's rules, eager and untraced; `mask_function` is not inspected, so
     each skip is only right for the kind of mask the caller allows it for):
       - causal skip, if `allow_is_causal_skip`: no padding inside the keys looked at, no window/chunk reaching
-        `S >= local_size`, and either `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose only
-        masked keys are after the queries. Safe only when the caller passes `is_causal=True` to SDPA (or applies
-        causality itself).
+        `S >= local_size`, and either `T == 1`, `T == S`, or an empty-cache prefill (`q_offset == 0`) whose
+        only masked keys are after the queries. Safe only when the caller passes `is_causal=True` to SDPA (or
+        applies causality itself).
       - bidirectional skip, if `allow_is_bidirectional_skip`: `attention_mask` is None or all True (over all
         `kv_offset + S` positions, as transformers checks it) and `local_size` is None or `S < local_size`.
-        Safe only for an encoder (bidirectional) mask function: SDPA with no mask and `is_causal=False` attends
-        everywhere.
+        Safe only for an encoder (bidirectional) mask function: SDPA with no mask and `is_causal=False`
+        attends everywhere.
     """
     _check_sizes(batch_size=batch_size, q_length=q_length, kv_length=kv_length)
     padding_mask = _prepare_padding_mask(attention_mask, batch_size, kv_length, kv_offset)
@@ -273,11 +275,12 @@ def eager_mask(
     device: torch.device | str = "cpu",
     **kwargs: Any,
 ) -> torch.Tensor | None:
-    """Additive mask `(B, 1, T, S)` in `dtype`: 0 where `sdpa_mask` is True, `finfo(dtype).min` where it is False.
+    """Additive mask `(B, 1, T, S)` in `dtype`: 0 where `sdpa_mask` is True, `finfo(dtype).min` where it is
+    False.
 
-    A causal pattern is always materialised: eager attention has no `is_causal` switch (`allow_is_causal_skip` is
-    ignored). None comes back only with `allow_is_bidirectional_skip=True` when the mask would be all zeros (no
-    padding over the `kv_offset + S` positions, no window reaching `S`): adding nothing is the same, as in
+    A causal pattern is always materialised: eager attention has no `is_causal` switch (`allow_is_causal_skip`
+    is ignored). None comes back only with `allow_is_bidirectional_skip=True` when the mask would be all zeros
+    (no padding over the `kv_offset + S` positions, no window reaching `S`): adding nothing is the same, as in
     transformers 5.22. `min` rather than `-inf` keeps a row whose keys are all masked (a left-padding query)
     finite: softmax makes it uniform, not NaN.
     """
@@ -353,7 +356,7 @@ def _can_skip_bidirectional_mask(
     return padding_mask is None or bool(padding_mask.all())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The registry
 # ------------------------------------------------------------------------------------------------------------
 class AttentionMaskInterface(GeneralInterface):
@@ -362,8 +365,9 @@ class AttentionMaskInterface(GeneralInterface):
 
     A builder is called with keywords only: `(batch_size=, q_length=, kv_length=, q_offset=, kv_offset=,
     mask_function=, attention_mask=, allow_is_causal_skip=, dtype=, config=, use_vmap=, device=)` (5.x), plus
-    `allow_is_bidirectional_skip=` from `create_bidirectional_mask`, so it must take `**kwargs`. An attention function registered without a builder under the same name gets
-    `attention_mask=None` in transformers: causality (and padding) silently lost.
+    `allow_is_bidirectional_skip=` from `create_bidirectional_mask`, so it must take `**kwargs`. An attention
+    function registered without a builder under the same name gets `attention_mask=None` in transformers:
+    causality (and padding) silently lost.
     """
 
     _global_mapping: ClassVar[dict[str, Callable[..., Any]]] = {"sdpa": sdpa_mask, "eager": eager_mask}

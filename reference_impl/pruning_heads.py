@@ -1,10 +1,11 @@
-"""Model-level head pruning for GPT-2, BERT and Llama, in transformers 4.x and 5.x, and saving / loading a pruned model.
+"""Model-level head pruning for GPT-2, BERT and Llama, in transformers 4.x and 5.x, and saving / loading a
+pruned model.
 
 Mirrors `PreTrainedModel.prune_heads` with `GPT2Attention.prune_heads` and `BertAttention.prune_heads` of
 transformers 4.57.6, which transformers 5 removed (PR #41417). Taught in lessons/05_head_pruning.ipynb. Llama
-(transformers never had pruning for it) is our addition, for multi-head attention only (H_kv = H); it also serves
-any model laid out like `LlamaForCausalLM` (`base_model.layers[i].self_attn.{q,k,v,o}_proj`, config.model_type
-"llama"), such as the capstone's (lessons/08_capstone.ipynb).
+(transformers never had pruning for it) is our addition, for multi-head attention only (H_kv = H); it also
+serves any model laid out like `LlamaForCausalLM` (`base_model.layers[i].self_attn.{q,k,v,o}_proj`,
+config.model_type "llama"), such as the capstone's (lessons/08_capstone.ipynb).
 
     prune_heads(model, {0: [1, 3], 2: [0]})   # heads 1 and 3 of layer 0, head 0 of layer 2, gone for good
 
@@ -19,8 +20,8 @@ Heads are always named by their *original* number, however many were pruned befo
 # - `model.config.pruned_heads` ({layer: sorted list of heads}), which `save_pretrained` writes to config.json
 #   (JSON turns the keys into strings; we read both).
 # The head counts the forward pass uses are updated in place: GPT-2 `num_heads` and `split_size`, BERT
-# `num_attention_heads` and `all_head_size`, Llama `num_heads` where the module has one (transformers' has none).
-# All three reshape with `view(..., -1, head_dim)`, so nothing else needs to change.
+# `num_attention_heads` and `all_head_size`, Llama `num_heads` where the module has one (transformers' has
+# none). All three reshape with `view(..., -1, head_dim)`, so nothing else needs to change.
 
 # NOTE [ Saving and loading a pruned model ]
 # transformers 4.x re-applied `config.pruned_heads` when it built a model, so `from_pretrained` just worked.
@@ -75,12 +76,12 @@ def _model_type(model: nn.Module) -> str:
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every layer: GPT2Attention (`block.attn`), BertAttention (`layer.attention`)
-    or LlamaAttention (`layer.self_attn`).
+    """The self-attention module of every layer: GPT2Attention (`block.attn`), BertAttention
+    (`layer.attention`) or LlamaAttention (`layer.self_attn`).
 
     Works on a bare model (`GPT2Model`, `BertModel`, `LlamaModel`) or one with a head (`GPT2LMHeadModel`,
-    `BertForMaskedLM`, `LlamaForCausalLM`), through `model.base_model`. Cross-attention modules are not included
-    (and never pruned).
+    `BertForMaskedLM`, `LlamaForCausalLM`), through `model.base_model`. Cross-attention modules are not
+    included (and never pruned).
     """
     model_type = _model_type(model)
     # transformers' modules, read by attribute: torch's stubs would type each attribute `Tensor | Module`.
@@ -104,9 +105,10 @@ def _heads_and_size(attn: Any) -> tuple[int, int]:
 def output_projection(attn: nn.Module) -> nn.Module:
     """The layer that reads the concatenated head outputs (B, T, H·D): GPT-2 `c_proj`, BERT `output.dense`,
     Llama `o_proj`."""
-    if hasattr(attn, "c_attn"):
-        return attn.c_proj
-    return attn.o_proj if hasattr(attn, "o_proj") else attn.output.dense
+    module: Any = attn  # read by attribute: torch's stubs type a Module's attribute `Tensor | Module`
+    if hasattr(module, "c_attn"):
+        return module.c_proj
+    return module.o_proj if hasattr(module, "o_proj") else module.output.dense
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -146,7 +148,7 @@ def _prune_bert_attention(attn: Any, index: torch.Tensor, n_removed: int) -> Non
     attention.all_head_size = attention.num_attention_heads * attention.attention_head_size
 
 
-def _prune_llama_attention(attn: nn.Module, index: torch.Tensor, n_removed: int) -> None:
+def _prune_llama_attention(attn: Any, index: torch.Tensor, n_removed: int) -> None:
     attn.q_proj = prune_linear_layer(attn.q_proj, index)  # (H·D, C) -> (H'·D, C)
     attn.k_proj = prune_linear_layer(attn.k_proj, index)  # H_kv = H: each head owns its own keys and values
     attn.v_proj = prune_linear_layer(attn.v_proj, index)
@@ -157,13 +159,14 @@ def _prune_llama_attention(attn: nn.Module, index: torch.Tensor, n_removed: int)
 
 def _check_no_grouped_query(model: nn.Module) -> None:
     """Llama with H_kv < H shares a key/value head among several query heads: no head can go on its own."""
-    config = model.config
+    config: Any = model.config
     n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     if n_kv != config.num_attention_heads:
         raise ValueError(
             f"num_key_value_heads={n_kv} != num_attention_heads={config.num_attention_heads}: grouped-query "
-            "attention shares each key/value head among several query heads, so heads cannot be pruned one by "
-            "one; only plain multi-head attention (num_key_value_heads == num_attention_heads) is supported"
+            "attention shares each key/value head among several query heads, so heads cannot be pruned one "
+            "by one; only plain multi-head attention (num_key_value_heads == num_attention_heads) is "
+            "supported"
         )
 
 
@@ -194,7 +197,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
     modules = attention_modules(model)
     if _model_type(model) == "llama":
         _check_no_grouped_query(model)
-    n_original = model.config.num_attention_heads
+    config: Any = model.config
+    n_original: int = config.num_attention_heads
     plan: dict[int, set[int]] = {}
     for layer, heads in heads_to_prune.items():
         _check_layer(layer, len(modules))
@@ -222,7 +226,8 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
 
 
 def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> None:
-    """Remove attention heads from a GPT-2, BERT or (multi-head) Llama model of transformers 4.x or 5.x, in place.
+    """Remove attention heads from a GPT-2, BERT or (multi-head) Llama model of transformers 4.x or 5.x, in
+    place.
 
     For each layer, the rows of q, k and v and the columns of the output projection that the heads own are cut
     out (`find_pruneable_heads_and_indices`, then `prune_conv1d_layer` / `prune_linear_layer`), and the head
@@ -244,7 +249,8 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
     prune_one = _PRUNERS[_model_type(model)]
-    recorded = _config_pruned_heads(model.config)
+    config: Any = model.config
+    recorded = _config_pruned_heads(config)
     for layer, heads in plan.items():
         attn: Any = modules[layer]
         already = set(getattr(attn, "pruned_heads", set()))
@@ -254,7 +260,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             prune_one(attn, index, len(new_heads))
         attn.pruned_heads = already | new_heads
         recorded[layer] = sorted(set(recorded.get(layer, [])) | attn.pruned_heads)
-    model.config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
+    config.pruned_heads = {layer: recorded[layer] for layer in sorted(recorded) if recorded[layer]}
 
 
 def reapply_pruned_heads(model: nn.Module) -> None:

@@ -15,12 +15,12 @@ GPT-NeoX layout), not 2i with 2i + 1 (the interleaved GPT-J / original Meta layo
 with cos/sin of shape (B, T, d), each frequency appearing twice (`cat(freqs, freqs)`).
 
 # NOTE [ Where the run-time state lives ]
-# `dynamic_rope_update` must decorate transformers' own rotary modules too (a drop-in promise), so it reads and
-# writes the attributes they have, under their names: `rope_type` (a dict keyed by layer type in Gemma 3),
-# `inv_freq`, `original_inv_freq`, `max_seq_len_cached`, `original_max_seq_len`, `attention_scaling`, `config`,
-# and, for the layer type passed as `forward(x, position_ids, layer_type)`, the same names prefixed with
-# `"{layer_type}_"`. `RotaryEmbedding.rope_state` is a printable snapshot of those attributes (a `RopeState`)
-# plus the last decision, so the state still reads in one place; the decorator does not need it.
+# `dynamic_rope_update` must decorate transformers' own rotary modules too (a drop-in promise), so it reads
+# and writes the attributes they have, under their names: `rope_type` (a dict keyed by layer type in Gemma 3),
+# `inv_freq`, `original_inv_freq`, `max_seq_len_cached`, `original_max_seq_len`, `attention_scaling`,
+# `config`, and, for the layer type passed as `forward(x, position_ids, layer_type)`, the same names prefixed
+# with `"{layer_type}_"`. `RotaryEmbedding.rope_state` is a printable snapshot of those attributes (a
+# `RopeState`) plus the last decision, so the state still reads in one place; the decorator does not need it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class RopeState:
-    """A snapshot of what `dynamic_rope_update` decides from, and what it did last (`RotaryEmbedding.rope_state`).
+    """A snapshot of what `dynamic_rope_update` decides from, and what it did last
+    (`RotaryEmbedding.rope_state`).
 
     Attributes:
         rope_type: the config's rope type; only "dynamic" (any type containing it) and "longrope" ever change.
@@ -80,7 +81,8 @@ class RopeState:
 
 
 def _config_layer_type(module: nn.Module, layer_type: str | None) -> str | None:
-    """Which entry of a per-layer-type config to read: the call's layer type, else the one the module was built for."""
+    """Which entry of a per-layer-type config to read: the call's layer type, else the one the module was
+    built for."""
     return layer_type if layer_type is not None else getattr(module, "layer_type", None)
 
 
@@ -88,24 +90,26 @@ def _dynamic_update(
     module: nn.Module, seq_len: torch.Tensor, device: torch.device, layer_type: str | None = None
 ) -> str:
     """Dynamic NTK: grow past the cached length, keep in between, reset to the original base below L_max."""
+    # Read by attribute (transformers' names): torch's stubs type a Module's attribute `Tensor | Module`.
+    rotary: Any = module
     prefix = "" if layer_type is None else f"{layer_type}_"  # transformers' per-layer-type attribute names
-    rope_type = module.rope_type if layer_type is None else module.rope_type[layer_type]
-    cached = getattr(module, f"{prefix}max_seq_len_cached", module.max_seq_len_cached)
+    rope_type = rotary.rope_type if layer_type is None else rotary.rope_type[layer_type]
+    cached = getattr(rotary, f"{prefix}max_seq_len_cached", rotary.max_seq_len_cached)
     if seq_len > cached:  # growth: recompute the base for this longer length
         init_fn = get_rope_init_function(rope_type)
         inv_freq, attention_scaling = init_fn(
-            module.config, device, seq_len=seq_len, layer_type=_config_layer_type(module, layer_type)
+            rotary.config, device, seq_len=seq_len, layer_type=_config_layer_type(rotary, layer_type)
         )
-        module.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
-        setattr(module, f"{prefix}attention_scaling", attention_scaling)
-        setattr(module, f"{prefix}max_seq_len_cached", int(seq_len))
+        rotary.register_buffer(f"{prefix}inv_freq", inv_freq, persistent=False)
+        setattr(rotary, f"{prefix}attention_scaling", attention_scaling)
+        setattr(rotary, f"{prefix}max_seq_len_cached", int(seq_len))
         return "grow"
-    if seq_len < module.original_max_seq_len < cached:  # reset: short inputs get plain RoPE back
+    if seq_len < rotary.original_max_seq_len < cached:  # reset: short inputs get plain RoPE back
         # .to(device): the buffer followed a `model.to(...)`, a plain-attribute copy would not have
-        original_inv_freq = getattr(module, f"{prefix}original_inv_freq").to(device)
-        module.register_buffer(f"{prefix}inv_freq", original_inv_freq, persistent=False)
-        setattr(module, f"{prefix}original_inv_freq", original_inv_freq)
-        setattr(module, f"{prefix}max_seq_len_cached", module.original_max_seq_len)
+        original_inv_freq = getattr(rotary, f"{prefix}original_inv_freq").to(device)
+        rotary.register_buffer(f"{prefix}inv_freq", original_inv_freq, persistent=False)
+        setattr(rotary, f"{prefix}original_inv_freq", original_inv_freq)
+        setattr(rotary, f"{prefix}max_seq_len_cached", rotary.original_max_seq_len)
         return "reset"
     return "keep"
 
@@ -132,7 +136,8 @@ def _longrope_update(
 
 
 def dynamic_rope_update(rope_forward: F) -> F:
-    """Decorate `forward(self, x, position_ids[, layer_type])` of a rotary module so its frequencies follow the input.
+    """Decorate `forward(self, x, position_ids[, layer_type])` of a rotary module so its frequencies follow
+    the input.
 
     Before each call, with seq_len = max(position_ids) + 1:
       - "dynamic" types: if seq_len > max_seq_len_cached, recompute `inv_freq` for seq_len (grow); else if
@@ -144,17 +149,20 @@ def dynamic_rope_update(rope_forward: F) -> F:
 
     Works on any module written the transformers way (see NOTE [ Where the run-time state lives ]): ours,
     `LlamaRotaryEmbedding`, and per-layer-type modules such as Gemma 3's, whose forward takes `layer_type` and
-    keeps `{layer_type}_inv_freq` etc. Differences from transformers' decorator, on purpose: `max_seq_len_cached`
-    is stored as a Python int (theirs, the 0-d `seq_len` tensor), and a per-layer-type growth sets
-    `{layer_type}_attention_scaling` (theirs sets the shared `attention_scaling`, which their forward never reads
-    there). A `RotaryEmbedding` also records the decision in `last_update` (see its `rope_state`).
+    keeps `{layer_type}_inv_freq` etc. Differences from transformers' decorator, on purpose:
+    `max_seq_len_cached` is stored as a Python int (theirs, the 0-d `seq_len` tensor), and a per-layer-type
+    growth sets `{layer_type}_attention_scaling` (theirs sets the shared `attention_scaling`, which their
+    forward never reads there). A `RotaryEmbedding` also records the decision in `last_update` (see its
+    `rope_state`).
     """
 
     @functools.wraps(rope_forward)
     def wrapper(
         self: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None
     ) -> Any:
-        rope_type = self.rope_type if layer_type is None else self.rope_type[layer_type]
+        # A str, or a dict keyed by layer type (Gemma 3); torch's stubs type it `Tensor | Module`.
+        rope_types: Any = self.rope_type
+        rope_type = rope_types if layer_type is None else rope_types[layer_type]
         kwargs = {} if layer_type is None else {"layer_type": layer_type}
         decision = None
         if "dynamic" in rope_type:
@@ -270,10 +278,10 @@ def apply_rotary_pos_emb(
         unsqueeze_dim: where to insert the heads axis into cos and sin so they broadcast against q and k.
 
     Returns:
-        (q_embed, k_embed), same shapes as q and k. Their dtype follows torch's type promotion of q (or k) with
-        cos and sin, exactly as in transformers: `RotaryEmbedding` returns cos and sin in `x.dtype`, so float16 or
-        bfloat16 q and k stay in their dtype there, but float16/bfloat16 q and k with float32 cos and sin come
-        back in float32 (no cast back is made, here or in transformers).
+        (q_embed, k_embed), same shapes as q and k. Their dtype follows torch's type promotion of q (or k)
+        with cos and sin, exactly as in transformers: `RotaryEmbedding` returns cos and sin in `x.dtype`, so
+        float16 or bfloat16 q and k stay in their dtype there, but float16/bfloat16 q and k with float32 cos
+        and sin come back in float32 (no cast back is made, here or in transformers).
 
     When d < D (partial_rotary_factor < 1) the last D − d dims pass through unrotated, as in transformers'
     Phi-3 / GPT-NeoX versions; Llama's version requires d == D.

@@ -37,17 +37,18 @@ order, so the results are bitwise equal to theirs.
 # first (Phi-3 keeps it there), then the rope dict, then `max_position_embeddings`.
 
 # NOTE [ Where we raise and transformers only warns ]
-# transformers' `validate_rope` logs a warning for a factor below 1 and for LongRoPE lists of the wrong length, then
-# computes anyway: a factor of 0.125 (a typo for 8) silently makes every frequency 8 times *faster*, i.e. squeezes
-# the trained positions instead of stretching them, and a wrong-length list fails later with a broadcasting error
-# that names no key. Both are always mistakes, so we raise ValueError naming the key, its value and what was
-# expected. An odd rotary dim raises ValueError in both (transformers lets head_dim <= 4 through for its test
-# fixtures, and rounds an odd *partial* rotary dim up; we refuse both: RoPE rotates pairs).
-# Unknown rope types and missing keys raise KeyError, as transformers' registry lookup and key check do.
-# The same goes for Llama 3's `low_freq_factor >= high_freq_factor` and YaRN's `beta_fast <= beta_slow` (transformers
-# warns, then computes a reversed or empty band), for `rope_theta <= 0`, `partial_rotary_factor` outside (0, 1], and
-# for a config whose `rope_parameters` and `rope_scaling` / top-level `rope_theta` disagree (see `_rope_dict`).
-# A 0 is a value, never "absent": no `a or b or default` chains, so `rope_theta=0` is refused, not replaced by 10000.
+# transformers' `validate_rope` logs a warning for a factor below 1 and for LongRoPE lists of the wrong
+# length, then computes anyway: a factor of 0.125 (a typo for 8) silently makes every frequency 8 times
+# *faster*, i.e. squeezes the trained positions instead of stretching them, and a wrong-length list fails
+# later with a broadcasting error that names no key. Both are always mistakes, so we raise ValueError naming
+# the key, its value and what was expected. An odd rotary dim raises ValueError in both (transformers lets
+# head_dim <= 4 through for its test fixtures, and rounds an odd *partial* rotary dim up; we refuse both: RoPE
+# rotates pairs). Unknown rope types and missing keys raise KeyError, as transformers' registry lookup and key
+# check do. The same goes for Llama 3's `low_freq_factor >= high_freq_factor` and YaRN's
+# `beta_fast <= beta_slow` (transformers warns, then computes a reversed or empty band), for
+# `rope_theta <= 0`, `partial_rotary_factor` outside (0, 1], and for a config whose `rope_parameters` and
+# `rope_scaling` / top-level `rope_theta` disagree (see `_rope_dict`). A 0 is a value, never "absent": no
+# `a or b or default` chains, so `rope_theta=0` is refused, not replaced by 10000.
 """
 
 from __future__ import annotations
@@ -127,10 +128,10 @@ def _first_present(*values: Any) -> Any:
 def _rope_dict(config: Any) -> tuple[Mapping[str, Any], str]:
     """The rope dict and its name: `rope_parameters` (5.x), else `rope_scaling` (4.x, None when unscaled).
 
-    A config carrying both, with `rope_scaling` saying something `rope_parameters` does not, is refused: which one
-    wins differs between readers (transformers 5.22 lets `rope_scaling` replace `rope_parameters` when both are
-    passed), so any choice would be silently wrong for someone. transformers 5.x config objects expose
-    `rope_scaling` as the very same dict, which agrees.
+    A config carrying both, with `rope_scaling` saying something `rope_parameters` does not, is refused: which
+    one wins differs between readers (transformers 5.22 lets `rope_scaling` replace `rope_parameters` when
+    both are passed), so any choice would be silently wrong for someone. transformers 5.x config objects
+    expose `rope_scaling` as the very same dict, which agrees.
     """
     params, scaling = _get(config, "rope_parameters"), _get(config, "rope_scaling")
     if not params:
@@ -144,9 +145,9 @@ def _rope_dict(config: Any) -> tuple[Mapping[str, Any], str]:
         }
         if differ:
             raise ValueError(
-                f"config has both rope_parameters={dict(params)} and rope_scaling={dict(scaling)}, which disagree "
-                f"on {differ}; expected one of the two (rope_parameters in transformers 5.x, rope_scaling with a "
-                "top-level rope_theta in 4.x), or both saying the same"
+                f"config has both rope_parameters={dict(params)} and rope_scaling={dict(scaling)}, which "
+                f"disagree on {differ}; expected one of the two (rope_parameters in transformers 5.x, "
+                f"rope_scaling with a top-level rope_theta in 4.x), or both saying the same"
             )
     return params, "rope_parameters"
 
@@ -156,8 +157,8 @@ def _agreeing(config: Any, params: Mapping[str, Any], source: str, name: str) ->
     inner, top = params.get(name), _get(config, name)
     if inner is not None and top is not None and inner != top:
         raise ValueError(
-            f"{source}[{name!r}]={inner!r} disagrees with the top-level {name}={top!r}; expected one of the two, "
-            "or both equal"
+            f"{source}[{name!r}]={inner!r} disagrees with the top-level {name}={top!r}; expected one of the "
+            f"two, or both equal"
         )
     return _first_present(inner, top)
 
@@ -194,8 +195,8 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
     partial = _first_present(_agreeing(config, params, source, "partial_rotary_factor"), 1.0)
     if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
         raise ValueError(
-            f"partial_rotary_factor={partial!r}; expected 0 < partial_rotary_factor <= 1, the share of each head's "
-            "dims that is rotated (1 = all)"
+            f"partial_rotary_factor={partial!r}; expected 0 < partial_rotary_factor <= 1, the share of each "
+            f"head's dims that is rotated (1 = all)"
         )
 
     head_dim = _get(config, "head_dim")
@@ -213,8 +214,8 @@ def read_rope_config(config: Any, layer_type: str | None = None) -> RopeConfig:
     if dim % 2 or dim == 0:
         raise ValueError(
             f"rotary dim = int(head_dim={head_dim} * partial_rotary_factor={partial}) = {dim} is "
-            f"{'odd; expected an even number' if dim % 2 else 'zero; expected a positive even number'}, because "
-            "RoPE rotates pairs of dimensions"
+            f"{'odd; expected an even number' if dim % 2 else 'zero; expected a positive even number'}, "
+            f"because RoPE rotates pairs of dimensions"
         )
     max_pos = _get(config, "max_position_embeddings")
     if max_pos is None:
@@ -250,16 +251,16 @@ def _validate(rc: RopeConfig) -> None:
         if not low < high:
             raise ValueError(
                 f"{rc.key('low_freq_factor')}={low} >= {rc.key('high_freq_factor')}={high}; expected "
-                "low_freq_factor < high_freq_factor (the blend band between them would be empty or reversed). "
-                "transformers only warns here."
+                "low_freq_factor < high_freq_factor (the blend band between them would be empty or "
+                "reversed). transformers only warns here."
             )
     if rc.rope_type == "yarn":
         beta_fast, beta_slow = _yarn_betas(rc)
         if not beta_fast > beta_slow:
             raise ValueError(
-                f"{rc.key('beta_fast')}={beta_fast} <= {rc.key('beta_slow')}={beta_slow}; expected beta_fast > "
-                "beta_slow (defaults 32 and 1): pairs turning more than beta_fast times are kept, fewer than "
-                "beta_slow times interpolated. transformers only warns here."
+                f"{rc.key('beta_fast')}={beta_fast} <= {rc.key('beta_slow')}={beta_slow}; expected "
+                "beta_fast > beta_slow (defaults 32 and 1): pairs turning more than beta_fast times are "
+                "kept, fewer than beta_slow times interpolated. transformers only warns here."
             )
     if rc.rope_type == "longrope":
         for name in ("short_factor", "long_factor"):
@@ -319,11 +320,12 @@ def _compute_dynamic_ntk_parameters(
 ) -> tuple[torch.Tensor, float]:
     r"""Dynamic NTK (bloc97, emozilla 2023): b' = b · (s·L/L_max − (s − 1))^(d/(d−2)); θ_i = b'^(-2i/d).
 
-    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and beyond
-    it the base grows with the length: with α = s·L/L_max − (s − 1), the slowest pair i = d/2 − 1 turns exactly α
-    times slower (b'^(−(d−2)/d) = b^(−(d−2)/d) / α: that is what the exponent d/(d−2) is for) while the fastest
-    (i = 0, θ_0 = 1 whatever the base) stays put. A tensor `seq_len` (what `dynamic_rope_update` passes) is kept a tensor, as transformers does, so the base
-    is computed in float32 there and in float64 for a Python int.
+    L = max(seq_len, L_max) with L_max = `max_position_embeddings`, so up to L_max this is plain RoPE, and
+    beyond it the base grows with the length: with α = s·L/L_max − (s − 1), the slowest pair i = d/2 − 1 turns
+    exactly α times slower (b'^(−(d−2)/d) = b^(−(d−2)/d) / α: that is what the exponent d/(d−2) is for) while
+    the fastest (i = 0, θ_0 = 1 whatever the base) stays put. A tensor `seq_len` (what `dynamic_rope_update`
+    passes) is kept a tensor, as transformers does, so the base is computed in float32 there and in float64
+    for a Python int.
     """
     rc = read_rope_config(config, layer_type)
     b, d, s, L_max = rc.base, rc.dim, rc.params["factor"], rc.max_position_embeddings

@@ -1,10 +1,12 @@
-"""Train the capstone's tiny Llama on key-value recall, fine-tune a copy at 4x with Position Interpolation, and
-write both checkpoints with a record of how they were made.
+"""Train the capstone's tiny Llama on key-value recall, fine-tune a copy at 4x with Position Interpolation,
+and write both checkpoints with a record of how they were made.
 
-    python scripts/train_capstone_model.py      # writes reference_impl/workbook/data/capstone_tiny_llama{,_pi4x}.{pt,json}
+    python scripts/train_capstone_model.py
 
-The model and the task are defined in reference_impl/workbook/capstone.py and capstone_experiment.py; this script
-only trains, checks the accuracy, and records. One CPU thread, seeded: about 1.5 minutes of CPU time.
+The script writes reference_impl/workbook/data/capstone_tiny_llama{,_pi4x}.{pt,json}.
+
+The model and the task are defined in reference_impl/workbook/capstone.py and capstone_experiment.py; this
+script only trains, checks the accuracy, and records. One CPU thread, seeded: about 1.5 minutes of CPU time.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def main() -> None:
         trained_length=TRAINED_LENGTH,
         steps=args.steps,
         batch_size=32,
-        optimizer="AdamW lr 3e-3, betas (0.9, 0.98), weight decay 0.01, 50 warm-up steps, cosine decay, clip 1.0",
+        optimizer="AdamW lr 3e-3, betas (0.9, 0.98), weight decay 0.01, 50 warm-up steps, "
+        "cosine decay, clip 1.0",
         seed=args.seed,
         final_train_loss=round(losses[-1], 4),
         held_out_accuracy=round(accuracy, 4),
@@ -102,7 +105,8 @@ def main() -> None:
         finetune_length=factor * TRAINED_LENGTH,
         steps=args.finetune_steps,
         batch_size=16,
-        optimizer="AdamW lr 1e-3, betas (0.9, 0.98), weight decay 0.01, 10 warm-up steps, cosine decay, clip 1.0",
+        optimizer="AdamW lr 1e-3, betas (0.9, 0.98), weight decay 0.01, 10 warm-up steps, "
+        "cosine decay, clip 1.0",
         seed=args.seed + 1,
         accuracy_at_4x_before=round(before[0], 4),
         accuracy_at_4x_after=round(after[0], 4),

@@ -145,8 +145,8 @@ def test_key_heads_that_do_not_divide_query_heads_get_one_error_from_every_funct
     v = k[:, :H_v]
     with pytest.raises(
         ValueError,
-        match=rf"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the same "
-        r"number of heads, dividing H",
+        match=rf"query has H={H} heads, key H_kv={H_kv} and value {H_v}; expected key and value with the "
+        rf"same number of heads, dividing H",
     ):
         fn(module(), q, k, v, None, scaling=0.5)
 
@@ -160,8 +160,8 @@ def test_an_integer_keep_mask_is_refused_saying_which_masks_are_expected(fn, dty
     ).tril()  # 0/1: eager would add it to the scores, masking nothing
     with pytest.raises(
         ValueError,
-        match=rf"attention_mask has dtype {dtype}; expected a boolean keep-mask \(True = attend.*`mask.bool\(\)`"
-        r".*or an additive float mask \(0 = attend",
+        match=rf"attention_mask has dtype {dtype}; expected a boolean keep-mask \(True = "
+        rf"attend.*`mask.bool\(\)`.*or an additive float mask \(0 = attend",
     ):
         fn(module(), q, k, v, keep, scaling=0.5)
     # the two masks it names give the causal result

@@ -1,9 +1,10 @@
-"""Tests for reference_impl.checkpoint_compiled: selective contexts under torch.compile, the memory budget, host offload.
+"""Tests for reference_impl.checkpoint_compiled: selective contexts under torch.compile, the memory budget,
+host offload.
 
-Every variant is checked the way PyTorch checks checkpointing: the loss and every parameter gradient (the input is
-token ids) equal the unchecked step's. Eager variants run the same arithmetic and are compared bitwise; compiled may
-fuse and reorder float32 arithmetic, so they are compared with rtol=1e-5, atol=1e-6 (aot_eager keeps torch's
-kernels; the tolerance allows for reordered reductions).
+Every variant is checked the way PyTorch checks checkpointing: the loss and every parameter gradient (the
+input is token ids) equal the unchecked step's. Eager variants run the same arithmetic and are compared
+bitwise; compiled may fuse and reorder float32 arithmetic, so they are compared with rtol=1e-5, atol=1e-6
+(aot_eager keeps torch's kernels; the tolerance allows for reordered reductions).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def assert_same(got, want, **tol) -> None:
         torch.testing.assert_close(g, w, **tol)
 
 
-# --- selective contexts -------------------------------------------------------------------------------------------
+# --- selective contexts -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("policy", sorted(SELECTIVE_POLICIES))
@@ -96,7 +97,8 @@ def test_an_unknown_selective_policy_is_refused_with_the_names():
 
 
 def test_selective_policy_saves_matmul_outputs_that_full_checkpointing_recomputes(ids):
-    """Eager: a selective checkpoint keeps more than a full one (the matmul outputs), which is what it is for."""
+    """Eager: a selective checkpoint keeps more than a full one (the matmul outputs), which is what it is
+    for."""
     from reference_impl.workbook.measure import PeakMemory
 
     kept = {}
@@ -110,7 +112,7 @@ def test_selective_policy_saves_matmul_outputs_that_full_checkpointing_recompute
     assert kept["selective"] > kept["full"]
 
 
-# --- compiled (small, aot_eager: traced and partitioned like inductor, without code generation) ---------------------
+# --- compiled (small, aot_eager: traced and partitioned like inductor, without code generation) -------------
 
 
 @pytest.mark.slow
@@ -180,7 +182,7 @@ def test_the_budget_is_set_inside_the_block_and_restored_after():
     assert torch._functorch.config.activation_memory_budget == before
 
 
-# --- host offload of the kept layer inputs --------------------------------------------------------------------------
+# --- host offload of the kept layer inputs ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])

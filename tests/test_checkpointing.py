@@ -506,8 +506,9 @@ def test_segment_size_is_round_sqrt() -> None:
     assert [segment_size(n) for n in (1, 2, 4, 12, 16, 24, 36)] == [1, 1, 2, 3, 4, 5, 6]
 
 
-# ---------------------------------------------------------------------------------------------------- since 5.23
-# What transformers 5.23/5.24 changed, on our side (the version guards below assert each transformers line).
+# ---------------------------------------------------------------------------------------------------- since
+# 5.23 What transformers 5.23/5.24 changed, on our side (the version guards below assert each transformers
+# line).
 
 
 def counting(func):
@@ -572,7 +573,8 @@ def test_only_the_outermost_checkpoint_applies(target: str) -> None:
 
 
 class WrappedAgain(GatedBlock):
-    """A subclass whose own forward is wrapped again by __init_subclass__ (as FSDP2's `FSDPGatedBlock` would be)."""
+    """A subclass whose own forward is wrapped again by __init_subclass__ (as FSDP2's `FSDPGatedBlock` would
+    be)."""
 
     def forward(self, hidden_states):
         return super().forward(hidden_states)
@@ -799,8 +801,9 @@ def test_version_guard_default_use_reentrant() -> None:
     )
 
 
-# What transformers' GradientCheckpointingLayer does on each line (README's compatibility table, lesson 01's "since
-# 5.23" section): (what it checkpoints, the cache keyword it sets to None, whether it checkpoints without grad).
+# What transformers' GradientCheckpointingLayer does on each line (README's compatibility table, lesson 01's
+# "since 5.23" section): (what it checkpoints, the cache keyword it sets to None, whether it checkpoints
+# without grad).
 LAYER_BEHAVIOUR = {
     "4.53-5.22": ("__call__", "past_key_values", True),
     "5.23": ("forward", "past_key_values", True),
@@ -815,7 +818,8 @@ def transformers_line() -> str:
 
 
 def enable_theirs(model: nn.Module, kwargs: dict | None = None, **options) -> None:
-    """transformers' own entry point: `activation_checkpointing_enable` from 5.23 (the old name warns there)."""
+    """transformers' own entry point: `activation_checkpointing_enable` from 5.23 (the old name warns
+    there)."""
     if TF_VERSION >= Version("5.23"):
         model.activation_checkpointing_enable(kwargs, **options)
     else:
@@ -839,7 +843,8 @@ class OursLlamaDecoderLayer(
 @pytest.mark.parametrize("side", ["transformers", "ours, forward", "ours, __call__"])
 @pytest.mark.parametrize("reentrant", [True, False])
 def test_hook_calls_per_layer_per_step_on_this_transformers_line(side: str, reentrant: bool) -> None:
-    """Ours: once around forward, twice around __call__, on every line. transformers: twice up to 5.22, then once."""
+    """Ours: once around forward, twice around __call__, on every line. transformers: twice up to 5.22, then
+    once."""
     model = tiny_model("llama")
     ids = torch.randint(0, 64, (2, 8))
     model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
@@ -857,7 +862,8 @@ def test_hook_calls_per_layer_per_step_on_this_transformers_line(side: str, reen
     with HookCalls(model.model.layers) as calls:
         model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
     assert calls.counts == [expected] * 4, (
-        f"transformers {TF_VERSION}, {side}: hook calls per layer per step {calls.counts}, expected {expected}. "
+        f"transformers {TF_VERSION}, {side}: hook calls per layer per step {calls.counts}, expected "
+        f"{expected}. "
         "If transformers moved: update LAYER_BEHAVIOUR, the README's compatibility table and lesson 01's "
         "'since 5.23' section."
     )
@@ -892,8 +898,8 @@ def test_version_guard_what_transformers_layer_checkpoints_and_which_cache_it_dr
     target = "__call__" if "__call__" in vars(Theirs) else "forward"
     line = transformers_line()
     assert (target, *dropped, without_grad) == LAYER_BEHAVIOUR[line], (
-        f"transformers {TF_VERSION}: GradientCheckpointingLayer checkpoints {target}, sets {dropped} to None, "
-        f"checkpoints without grad: {without_grad}; expected {LAYER_BEHAVIOUR[line]} for {line} "
+        f"transformers {TF_VERSION}: GradientCheckpointingLayer checkpoints {target}, sets {dropped} to "
+        f"None, checkpoints without grad: {without_grad}; expected {LAYER_BEHAVIOUR[line]} for {line} "
         "(5.23 wraps forward, 5.24 renames past_key_values to cache and skips checkpointing without grad). "
         "Update LAYER_BEHAVIOUR, reference_impl/checkpointing.py's NOTE, the README and lesson 01."
     )
@@ -925,8 +931,8 @@ def test_version_guard_entry_point_names() -> None:
     deprecated = any(issubclass(w.category, FutureWarning) and "v6" in str(w.message) for w in caught)
     assert on and is_gradient_checkpointing(model) and is_activation_checkpointing(model)
     assert deprecated == has_new, (
-        f"transformers {TF_VERSION}: gradient_checkpointing_enable deprecated={deprecated}; 5.23 made it an alias "
-        "of activation_checkpointing_enable (FutureWarning, removal in v6)"
+        f"transformers {TF_VERSION}: gradient_checkpointing_enable deprecated={deprecated}; 5.23 made it an "
+        f"alias of activation_checkpointing_enable (FutureWarning, removal in v6)"
     )
     gradient_checkpointing_disable(model)
     assert not is_activation_checkpointing(model)
@@ -1003,8 +1009,9 @@ def test_a_lone_misspelled_key_fails_at_the_first_step_in_transformers_and_at_se
 
 @pytest.mark.parametrize("target", ["forward", "__call__"])
 def test_sqrt_segments_accept_a_pre_hook_that_hands_the_layer_an_alias_of_its_input(target: str) -> None:
-    # FSDP2's pre-forward hook passes the inputs through an autograd function: a new tensor object over the same
-    # data. A segment's later layer must still recognise "the previous layer's output" (by value, not identity).
+    # FSDP2's pre-forward hook passes the inputs through an autograd function: a new tensor object over the
+    # same data. A segment's later layer must still recognise "the previous layer's output" (by value, not
+    # identity).
     torch.manual_seed(0)
     model, reference = gated_stack(4), gated_stack(4)
     reference.load_state_dict(model.state_dict())

@@ -58,7 +58,8 @@ def test_environment_yml_installs_exactly_what_pyproject_declares() -> None:
     )
     for name, req in declared.items():
         if name == "torch":
-            # pyproject states the series CI proves; environment.yml (like the README) pins the CPU build in it
+            # pyproject states the series CI proves; environment.yml (like the README) pins the CPU build in
+            # it
             pinned = Version(in_conda[name].removeprefix("torch=="))
             assert pinned in SpecifierSet(req.removeprefix("torch")), (
                 f"environment.yml pins {in_conda[name]!r}, outside pyproject.toml's {req!r}"

@@ -171,14 +171,16 @@ LONGROPE_CALLS = [
 
 
 def _undecorated(forward):
-    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both functools.wraps)."""
+    """The plain forward under transformers' `@torch.no_grad()` and `@dynamic_rope_update` (both
+    functools.wraps)."""
     while hasattr(forward, "__wrapped__"):
         forward = forward.__wrapped__
     return forward
 
 
 def _with_our_decorator(their_class):
-    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of theirs."""
+    """A subclass of transformers' rotary module whose forward carries our `dynamic_rope_update` instead of
+    theirs."""
     forward = torch.no_grad()(dynamic_rope_update(_undecorated(their_class.forward)))
     return type(f"Ours{their_class.__name__}", (their_class,), {"forward": forward})
 
@@ -465,8 +467,8 @@ def test_version_guard_config_keys():
 
 @pytest.mark.oracle
 def test_version_guard_longrope_switch_keeps_the_inv_freq_address_from_5_23():
-    """5.23 switches LongRoPE's `inv_freq` in place (CUDA graphs replay from one address); ours, as <= 5.22, rebinds
-    it. (The dynamic-NTK growth still registers a new buffer in 5.25.)"""
+    """5.23 switches LongRoPE's `inv_freq` in place (CUDA graphs replay from one address); ours, as <= 5.22,
+    rebinds it. (The dynamic-NTK growth still registers a new buffer in 5.25.)"""
     from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding as Theirs
 
     lists = {"short_factor": [1.0] * 16, "long_factor": [1.0 + 0.5 * i for i in range(16)]}
@@ -500,7 +502,8 @@ def test_version_guard_apply_rotary_pos_emb_dropped_position_ids_in_v5():
 
     theirs = ml.apply_rotary_pos_emb
     if isinstance(theirs, torch.nn.Module):
-        # with `kernels` installed (a dependency from transformers 5.25 on) the hub decorator makes it a module
+        # with `kernels` installed (a dependency from transformers 5.25 on) the hub decorator makes it a
+        # module
         theirs = theirs.forward
     names = list(inspect.signature(theirs).parameters)
     if V5:
@@ -690,8 +693,8 @@ def _cfg(rope: dict, head_dim: int = 16, **kw) -> dict:
         (
             _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}),
             ValueError,
-            r"\['low_freq_factor'\]=4.0 >= rope_parameters\['high_freq_factor'\]=1.0; expected low_freq_factor < "
-            r"high_freq_factor",
+            r"\['low_freq_factor'\]=4.0 >= rope_parameters\['high_freq_factor'\]=1.0; expected "
+            r"low_freq_factor < high_freq_factor",
         ),
         (
             _cfg({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0}),

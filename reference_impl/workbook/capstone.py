@@ -12,8 +12,8 @@ Taught in lessons/08_capstone.ipynb. Each part comes from the package, none is r
     head pruning            reference_impl.pruning_heads.prune_heads (model_type "llama"), by importance from
                             reference_impl.pruning_importance.head_importance
 
-The parameter names are those of transformers' `LlamaForCausalLM` (`model.layers.0.self_attn.q_proj.weight`, ...),
-so a state dict loads both ways, and with the same weights the two give the same logits (tests/workbook/
+The parameter names are those of transformers' `LlamaForCausalLM` (`model.layers.0.self_attn.q_proj.weight`,
+...), so a state dict loads both ways, and with the same weights the two give the same logits (tests/workbook/
 test_capstone.py). Shape letters: B batch, T positions, H heads, D head dim, C hidden, L layers, V vocabulary.
 
     x -> embed_tokens -> L x [ x + attn(norm(x)),  x + mlp(norm(x)) ] -> norm -> lm_head -> logits (B, T, V)
@@ -86,7 +86,8 @@ class CapstoneConfig:
                 raise ValueError(f"{name}={value!r} must be a positive int")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
+                f"hidden_size={self.hidden_size} must be divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
             )
         if self.chunk_size_feed_forward < 0:
             raise ValueError(
@@ -229,7 +230,8 @@ class CapstoneDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def feed_forward_chunk(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """norm then MLP on (B, t, C), t = T or one chunk of it: position-wise, so chunks give the same result."""
+        """norm then MLP on (B, t, C), t = T or one chunk of it: position-wise, so chunks give the same
+        result."""
         return self.mlp(self.post_attention_layernorm(hidden_states))
 
     def forward(
@@ -271,7 +273,8 @@ class CapstoneModel(nn.Module):
         position_embeddings = self.rotary_emb(hidden_states, position_ids)  # cos, sin: (1, T, D)
         name = self.config.attn_implementation
         if name not in ALL_MASK_ATTENTION_FUNCTIONS:
-            # transformers passes attention_mask=None here, and padding (or causality) silently goes; we refuse.
+            # transformers passes attention_mask=None here, and padding (or causality) silently goes; we
+            # refuse.
             raise KeyError(
                 f"attn_implementation={name!r} has no mask builder; register one under the same name, e.g. "
                 f"ALL_MASK_ATTENTION_FUNCTIONS.register({name!r}, eager_mask); registered: "
@@ -308,7 +311,8 @@ class CapstoneForCausalLM(nn.Module):
 
     @property
     def base_model(self) -> CapstoneModel:
-        """The model without its head, under transformers' name (`reference_impl.pruning_heads` finds layers there)."""
+        """The model without its head, under transformers' name (`reference_impl.pruning_heads` finds layers
+        there)."""
         return self.model
 
     def _init_weights(self, module: nn.Module) -> None:

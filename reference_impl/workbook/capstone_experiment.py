@@ -1,4 +1,5 @@
-r"""The capstone's task, training loop and measurements: what lessons/08_capstone.ipynb runs on the shipped model.
+r"""The capstone's task, training loop and measurements: what lessons/08_capstone.ipynb runs on the shipped
+model.
 
 The task is key-value recall (an induction task): a sequence of random symbols in which `NUM_PAIRS` keys stand
 each right before a value, and which ends with the same keys again, in another order. At each of those last
@@ -9,9 +10,10 @@ positions the model must name the value that followed that key earlier:
 
 Two attention steps solve it: a head that looks one position back (so that a value "knows" the key before it),
 and a head that finds the earlier copy of the current key, wherever it is (an induction head). The first needs
-relative position 1 exactly, the second needs the match to survive any distance. The model is trained at length
-`TRAINED_LENGTH` only (`scripts/train_capstone_model.py`), then asked to do the same at 2, 4 and 8 times that
-length with each RoPE scaling rule (`length_extension`). Shape letters: B batch, T positions, V vocabulary.
+relative position 1 exactly, the second needs the match to survive any distance. The model is trained at
+length `TRAINED_LENGTH` only (`scripts/train_capstone_model.py`), then asked to do the same at 2, 4 and 8
+times that length with each RoPE scaling rule (`length_extension`). Shape letters: B batch, T positions, V
+vocabulary.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ NUM_PAIRS = 4
 TRAINED_LENGTH = 32
 #: The label of positions that ask nothing (cross-entropy skips them).
 IGNORE_INDEX = -100
-#: RoPE's base b for the capstone: small, so that within L0 positions the fast pairs turn many times and the slow
-#: pairs less than once, the proportions a Llama with b = 10^4 and L0 = 4096 has.
+#: RoPE's base b for the capstone: small, so that within L0 positions the fast pairs turn many times and the
+#: slow pairs less than once, the proportions a Llama with b = 10^4 and L0 = 4096 has.
 ROPE_THETA = 100.0
 
 #: The scaling rules compared, with the extra keys each needs (the factor s and L0 are filled in).
@@ -87,7 +89,8 @@ RULES: dict[str, dict[str, Any]] = {
 }
 
 _DATA = Path(__file__).resolve().parent / "data"
-#: The shipped weights (trained at TRAINED_LENGTH), and those after a short fine-tune at 4x with linear scaling.
+#: The shipped weights (trained at TRAINED_LENGTH), and those after a short fine-tune at 4x with linear
+#: scaling.
 CHECKPOINT = _DATA / "capstone_tiny_llama"
 FINETUNED_CHECKPOINT = _DATA / "capstone_tiny_llama_pi4x"
 
@@ -194,9 +197,10 @@ def rope_parameters_for(
 ) -> tuple[dict[str, Any], int]:
     """`(rope_parameters, max_position_embeddings)` that stretch a model trained at `original` by `factor`.
 
-    For "dynamic", `max_position_embeddings` stays `original` (dynamic NTK grows its base past it at run time);
-    for the others it is `factor * original`, and yarn and llama3 get `original_max_position_embeddings = original`. A factor of 1
-    with any rule, and the rule "default", give plain RoPE.
+    For "dynamic", `max_position_embeddings` stays `original` (dynamic NTK grows its base past it at run
+    time); for the others it is `factor * original`, and yarn and llama3 get
+    `original_max_position_embeddings = original`. A factor of 1 with any rule, and the rule "default", give
+    plain RoPE.
     """
     if rule not in RULES:
         raise KeyError(f"rule={rule!r} is not one of {list(RULES)}")
@@ -254,7 +258,8 @@ def save_capstone_model(model: CapstoneForCausalLM, path: Path) -> Path:
 
 
 def load_capstone_model(path: Path = CHECKPOINT) -> CapstoneForCausalLM:
-    """A model saved by `save_capstone_model` (`path` without suffix), in eval mode, with the RoPE it was saved with."""
+    """A model saved by `save_capstone_model` (`path` without suffix), in eval mode, with the RoPE it was
+    saved with."""
     saved = torch.load(path.with_suffix(".pt"), map_location="cpu", weights_only=True)
     model = CapstoneForCausalLM(CapstoneConfig(**saved["config"]))
     model.load_state_dict(saved["state_dict"])
@@ -262,7 +267,8 @@ def load_capstone_model(path: Path = CHECKPOINT) -> CapstoneForCausalLM:
 
 
 def new_model(seed: int = 0) -> CapstoneForCausalLM:
-    """The untrained capstone model: `CapstoneConfig()` defaults with base ROPE_THETA, initialised from `seed`."""
+    """The untrained capstone model: `CapstoneConfig()` defaults with base ROPE_THETA, initialised from
+    `seed`."""
     torch.manual_seed(seed)
     config = CapstoneConfig(
         vocab_size=VOCAB_SIZE,
@@ -275,8 +281,8 @@ def new_model(seed: int = 0) -> CapstoneForCausalLM:
 def finetune_at_length(
     model: CapstoneForCausalLM, rule: str, factor: int, steps: int, seed: int = 1, lr: float = 1e-3
 ) -> CapstoneForCausalLM:
-    """A copy of `model` stretched by `factor` under `rule`, trained `steps` steps at `factor` x TRAINED_LENGTH
-    (Position Interpolation's recipe with rule "linear"); returns it in eval mode."""
+    """A copy of `model` stretched by `factor` under `rule`, trained `steps` steps at `factor` x
+    TRAINED_LENGTH (Position Interpolation's recipe with rule "linear"); returns it in eval mode."""
     stretched = with_rope(model, rule, factor)
     train(stretched, steps, length=factor * TRAINED_LENGTH, batch_size=16, lr=lr, seed=seed, warmup=10)
     return stretched.eval()
@@ -290,11 +296,12 @@ def step_memory(
     seed: int = 0,
     every_n_layers: int = 1,
 ) -> tuple[int, int]:
-    """Exact bytes of one training step of a fresh model: (kept for backward after the forward, peak of the step).
+    """Exact bytes of one training step of a fresh model: (kept for backward after the forward, peak of the
+    step).
 
-    Counted by `PeakMemory` from the forward's first op to the end of backward; the parameters (which exist before)
-    are not counted, their gradients are. `policy` and `every_n_layers` are passed to `set_gradient_checkpointing`
-    (policy None: off).
+    Counted by `PeakMemory` from the forward's first op to the end of backward; the parameters (which exist
+    before) are not counted, their gradients are. `policy` and `every_n_layers` are passed to
+    `set_gradient_checkpointing` (policy None: off).
     """
     torch.manual_seed(seed)
     model = CapstoneForCausalLM(config).train()
@@ -309,7 +316,8 @@ def step_memory(
 
 
 def layer_saved_bytes(config: CapstoneConfig, batch_size: int, length: int) -> int:
-    """Bytes one decoder layer saves for backward (`SavedTensors`, each storage once, weights excluded): a·u."""
+    """Bytes one decoder layer saves for backward (`SavedTensors`, each storage once, weights excluded):
+    a·u."""
     torch.manual_seed(0)
     model = CapstoneForCausalLM(config).train()
     x = torch.randn(batch_size, length, config.hidden_size, requires_grad=True)
@@ -322,13 +330,15 @@ def layer_saved_bytes(config: CapstoneConfig, batch_size: int, length: int) -> i
 def attention_entropy(
     model: CapstoneForCausalLM, batch: tuple[torch.Tensor, torch.Tensor], positions: str = "asked"
 ) -> list[torch.Tensor]:
-    """Mean entropy (nats) of each head's attention, per layer a (H_l,) tensor for the heads it holds (original order).
+    """Mean entropy (nats) of each head's attention, per layer a (H_l,) tensor for the heads it holds
+    (original order).
 
     `positions="asked"` averages over the positions that ask a question (where the induction step happens),
     "values" over the positions right after each key before the questions (where a value must look one back to
     learn its key), "all" over every position but the first (which has one key to look at: entropy 0 always).
 
-    Runs the model once with `AttentionEntropyRecorder` registered as its attention (eager weights) for the call.
+    Runs the model once with `AttentionEntropyRecorder` registered as its attention (eager weights) for the
+    call.
     """
     recorder = AttentionEntropyRecorder()
     config = dataclasses.replace(model.config, attn_implementation="capstone_entropy", pruned_heads={})
@@ -360,11 +370,9 @@ def _mean_at(entropy: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
 
 def _copy_pruning(source: CapstoneForCausalLM, target: CapstoneForCausalLM) -> None:
     """Give `target` the pruned shapes of `source` (same config otherwise), then its weights."""
-    heads = {
-        i: sorted(a.self_attn.pruned_heads)
-        for i, a in enumerate(source.model.layers)
-        if a.self_attn.pruned_heads
-    }
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    layers: list[Any] = list(source.model.layers)
+    heads = {i: sorted(a.self_attn.pruned_heads) for i, a in enumerate(layers) if a.self_attn.pruned_heads}
     if heads:
         prune_heads(target, heads)
     target.load_state_dict(source.state_dict())
@@ -396,7 +404,8 @@ def prune_greedily(
 
 
 def head_ablation(model: CapstoneForCausalLM, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Accuracy with each head's output zeroed alone (`mask_heads`), shape (L, H): what the task loses without it."""
+    """Accuracy with each head's output zeroed alone (`mask_heads`), shape (L, H): what the task loses without
+    it."""
     config = model.config
     accuracy = torch.empty(config.num_hidden_layers, config.num_attention_heads)
     for layer in range(config.num_hidden_layers):

@@ -4,8 +4,8 @@
 
 Each requirement is checked without ever letting a traceback reach the student: a missing or too-old package
 is reported with the exact command that fixes it, and an installed package whose import fails (a torch wheel
-missing its shared libraries, say) with its error, not as "not installed". The exit status is 0 when everything
-needed is there.
+missing its shared libraries, say) with its error, not as "not installed". The exit status is 0 when
+everything needed is there.
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 
 @dataclass(frozen=True)
 class VersionDifference:
-    """Something a range of transformers releases does differently from the lessons' pin, and the lesson it touches.
+    """Something a range of transformers releases does differently from the lessons' pin, and the lesson it
+    touches.
 
-    It applies to a release `v` with `since <= v < before` (a bound that is None is open). Each is asserted, line
-    by line, by a version-guard test (`pytest -m oracle`; see the README's compatibility table).
+    It applies to a release `v` with `since <= v < before` (a bound that is None is open). Each is asserted,
+    line by line, by a version-guard test (`pytest -m oracle`; see the README's compatibility table).
     """
 
     lesson: str
@@ -118,7 +119,8 @@ VERSION_DIFFERENCES: tuple[VersionDifference, ...] = (
     ),
     VersionDifference(
         "01",
-        "GradientCheckpointingLayer checkpoints forward, not __call__: module hooks run once per step, not twice",
+        "GradientCheckpointingLayer checkpoints forward, not __call__: module hooks run once per step, not "
+        "twice",
         since="5.23",
     ),
     VersionDifference(
@@ -203,7 +205,8 @@ def _check_one(req: Requirement, importer: Callable[[str], ModuleType]) -> Findi
 
 
 def _import_failure(req: Requirement, error: Exception) -> Finding:
-    """An installed package whose import fails: its error, in one line (saying "not installed" would mislead)."""
+    """An installed package whose import fails: its error, in one line (saying "not installed" would
+    mislead)."""
     first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
     return Finding(
         req.module,

@@ -1,12 +1,14 @@
 """The checkpointing front on a GPU: which contender dominates each of transformers' points, and the figure.
 
 Not a re-implementation of anything in transformers: these read a record written by
-benchmarks/bench_checkpointing_front.py (`benchmarks/results/checkpointing_front_gpu.json`). Used by that script,
-by benchmarks/summarize.py (the generated table) and by the GPU section of lessons/01_checkpointing_tradeoffs.ipynb.
+benchmarks/bench_checkpointing_front.py (`benchmarks/results/checkpointing_front_gpu.json`). Used by that
+script, by benchmarks/summarize.py (the generated table) and by the GPU section of
+lessons/01_checkpointing_tradeoffs.ipynb.
 
-A record's model entry holds `results`: contender key -> {"group", "label", "mem_ratio", "time_ratio", ...}, both
-ratios relative to the eager step without checkpointing. A contender *dominates* a point when it needs no more
-memory and no more time; the *cheapest* dominating contender is the fastest of them (ties: the smaller memory).
+A record's model entry holds `results`: contender key -> {"group", "label", "mem_ratio", "time_ratio", ...},
+both ratios relative to the eager step without checkpointing. A contender *dominates* a point when it needs no
+more memory and no more time; the *cheapest* dominating contender is the fastest of them (ties: the smaller
+memory).
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def selective_vs_budget(results: dict[str, dict[str, Any]]) -> dict[str, dict[st
     """Each compiled selective point's time against the budget sweep's time at the same memory.
 
     The sweep's time at a memory is interpolated linearly between its two neighbouring points in memory; a
-    selective point outside the sweep's memory range is compared with the sweep's nearest end (`"extrapolated"`).
+    selective point outside the sweep's memory range is compared with the sweep's nearest end
+    (`"extrapolated"`).
 
     Returns:
         selective key -> {"budget_time_ratio", "time_vs_budget", "extrapolated"}.
@@ -125,8 +128,8 @@ def plot_front(
     model: dict[str, Any], title: str | None = None, ax: Any = None, time_limit: float = 2.6
 ) -> Any:
     """Draw one model's front: step time against activation peak, both relative to the eager step without
-    checkpointing, every contender labelled in words, the budget sweep joined by a line, and the one-extra-forward
-    estimate (the lower bound of eager checkpointing of every layer) drawn as a dashed line.
+    checkpointing, every contender labelled in words, the budget sweep joined by a line, and the
+    one-extra-forward estimate (the lower bound of eager checkpointing of every layer) drawn as a dashed line.
 
     Points slower than `time_limit` are drawn at the top edge with their time written beside them.
 

@@ -113,8 +113,9 @@ def _unpack(t: torch.Tensor) -> torch.Tensor:
 class HookCalls:
     """Counts how often a forward pre-hook fires on each of `modules` while the context is active.
 
-    A stand-in for the hooks a framework attaches to layers (FSDP2 all-gathers a layer's parameters in one): a hook
-    that sits inside a checkpoint runs again when backward recomputes the layer; one outside runs once per step.
+    A stand-in for the hooks a framework attaches to layers (FSDP2 all-gathers a layer's parameters in one): a
+    hook that sits inside a checkpoint runs again when backward recomputes the layer; one outside runs once
+    per step.
 
     Example:
         >>> layer = torch.nn.Linear(2, 2)

@@ -4,12 +4,12 @@
     python -m reference_impl.workbook.notebooks execute lessons/03_chunking_equivalence.ipynb
 
 Each notebook runs top to bottom in a fresh kernel of *this* Python environment with its own folder as the
-working directory (as JupyterLab and nbval run it). Execution counts are kept (nbval compares a cell only if it
-has one); volatile metadata (timings, widget state, the Python patch version) is stripped. The file is replaced
-only when every cell ran; on a failure the original is left untouched and the failing cell is reported.
-Cells tagged `raises-exception` may raise, as in nbval. A notebook that cannot be read or run is reported and the
-others still run; the exit status is then 1. A path that does not exist, or a folder without notebooks, is an
-error (status 2) before anything runs.
+working directory (as JupyterLab and nbval run it). Execution counts are kept (nbval compares a cell only if
+it has one); volatile metadata (timings, widget state, the Python patch version) is stripped. The file is
+replaced only when every cell ran; on a failure the original is left untouched and the failing cell is
+reported. Cells tagged `raises-exception` may raise, as in nbval. A notebook that cannot be read or run is
+reported and the others still run; the exit status is then 1. A path that does not exist, or a folder without
+notebooks, is an error (status 2) before anything runs.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def find_notebooks(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             inside = [p for p in sorted(path.glob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
             if not inside:
                 raise ValueError(
-                    f"path={str(path)!r} is a folder with no notebook in it; expected a folder of .ipynb files"
+                    f"path={str(path)!r} is a folder with no notebook in it; expected a folder of .ipynb "
+                    f"files"
                 )
             found.extend(inside)
         elif not path.exists():

@@ -1,11 +1,12 @@
-r"""Concept pictures shared by the lessons: what lives when under checkpointing, where each projection sits in a
-GPT-2 and a Llama block, and chunks over T.
+r"""Concept pictures shared by the lessons: what lives when under checkpointing, where each projection sits in
+a GPT-2 and a Llama block, and chunks over T.
 
 Not a re-implementation of transformers: drawings for lessons/01_checkpointing_tradeoffs.ipynb,
-02_conv1d_vs_linear.ipynb and 03_chunking_equivalence.ipynb (and 05, 08, which meet the same blocks). Each picture
-is two functions: one that computes what is drawn as plain data (tested in tests/workbook/test_pictures.py against
-the thing it depicts: the bytes a checkpointed stack keeps, the module names of a real GPT-2 and Llama layer,
-`apply_chunking_to_forward`'s slices), and one that draws that data and returns the matplotlib Figure.
+02_conv1d_vs_linear.ipynb and 03_chunking_equivalence.ipynb (and 05, 08, which meet the same blocks). Each
+picture is two functions: one that computes what is drawn as plain data (tested in
+tests/workbook/test_pictures.py against the thing it depicts: the bytes a checkpointed stack keeps, the module
+names of a real GPT-2 and Llama layer, `apply_chunking_to_forward`'s slices), and one that draws that data and
+returns the matplotlib Figure.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = [
     "draw_chunks_over_t",
 ]
 
-# --- the checkpointing timeline ---------------------------------------------------------------------------------
+# --- the checkpointing timeline -----------------------------------------------------------------------------
 
 #: What a layer holds for backward at one moment of a training step.
 NOTHING, INPUT_ONLY, EVERYTHING = 0, 1, 2
@@ -35,8 +36,8 @@ NOTHING, INPUT_ONLY, EVERYTHING = 0, 1, 2
 class TimelineStep:
     """One moment of a training step: what runs (`kind`, `layer`) and what each layer holds right after it.
 
-    `held[i]` is NOTHING (0), INPUT_ONLY (1: the layer's input, kept by its checkpoint) or EVERYTHING (2: every
-    tensor its backward needs, `per_layer` units in all).
+    `held[i]` is NOTHING (0), INPUT_ONLY (1: the layer's input, kept by its checkpoint) or EVERYTHING (2:
+    every tensor its backward needs, `per_layer` units in all).
     """
 
     kind: str  # "forward", "recompute" or "backward"
@@ -44,16 +45,18 @@ class TimelineStep:
     held: tuple[int, ...]
 
     def units(self, per_layer: float) -> float:
-        """Units held at this moment, counting a layer's input as 1 and its full activations as `per_layer`."""
+        """Units held at this moment, counting a layer's input as 1 and its full activations as
+        `per_layer`."""
         return sum(per_layer if h == EVERYTHING else float(h == INPUT_ONLY) for h in self.held)
 
 
 def checkpoint_timeline(num_layers: int, checkpointed: bool) -> list[TimelineStep]:
-    """The moments of one forward + backward through `num_layers` layers, with or without checkpointing each layer.
+    """The moments of one forward + backward through `num_layers` layers, with or without checkpointing each
+    layer.
 
-    Without checkpointing, forward step i leaves layer i holding everything until its backward. With it, a layer
-    keeps only its input after the forward; just before its backward it runs its forward again (a "recompute"
-    step), which brings back everything, and its backward frees it.
+    Without checkpointing, forward step i leaves layer i holding everything until its backward. With it, a
+    layer keeps only its input after the forward; just before its backward it runs its forward again (a
+    "recompute" step), which brings back everything, and its backward frees it.
     """
     if num_layers < 1:
         raise ValueError(f"num_layers={num_layers} must be at least 1")
@@ -73,7 +76,8 @@ def checkpoint_timeline(num_layers: int, checkpointed: bool) -> list[TimelineSte
 
 
 def draw_checkpoint_timeline(num_layers: int = 4, per_layer: float = 3.0) -> Any:
-    """Two timelines, without and with checkpointing every layer: layers down, moments across, units held below.
+    """Two timelines, without and with checkpointing every layer: layers down, moments across, units held
+    below.
 
     Cells are white (nothing held), light (the input only) or dark (everything its backward needs); recompute
     moments are outlined in orange. The bottom row prints the units held, so the two peaks can be read off:
@@ -121,12 +125,13 @@ def draw_checkpoint_timeline(num_layers: int = 4, per_layer: float = 3.0) -> Any
     return fig
 
 
-# --- where the projections sit in a block -------------------------------------------------------------------------
+# --- where the projections sit in a block -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BlockStep:
-    """One box of a block diagram: the module's name inside the layer (or "" for an op), what it does, its shape."""
+    """One box of a block diagram: the module's name inside the layer (or "" for an op), what it does, its
+    shape."""
 
     name: str
     role: str
@@ -179,8 +184,8 @@ def draw_blocks() -> Any:
     """A GPT-2 block beside a Llama block, each projection a coloured box named as in the state dict.
 
     GPT-2's four projections are `Conv1D` (weight stored in × out, lesson 02); Llama's seven are `nn.Linear`
-    (out × in). Head pruning (lesson 05) cuts the columns of `c_attn`/q, k, v that belong to a head and the rows
-    of `c_proj`/`o_proj` that read it; chunking (lesson 03) cuts the MLP along T.
+    (out × in). Head pruning (lesson 05) cuts the columns of `c_attn`/q, k, v that belong to a head and the
+    rows of `c_proj`/`o_proj` that read it; chunking (lesson 03) cuts the MLP along T.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
@@ -215,7 +220,7 @@ def draw_blocks() -> Any:
     return fig
 
 
-# --- chunks over T ---------------------------------------------------------------------------------------------------
+# --- chunks over T ------------------------------------------------------------------------------------------
 
 
 def chunk_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -226,7 +231,8 @@ def chunk_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def draw_chunks_over_t(T: int = 12, chunk_size: int = 4, current: int = 1) -> Any:
-    """The hidden state `(T, C)` cut into chunks along T, the FFN's `4C` hidden layer alive for one chunk only.
+    """The hidden state `(T, C)` cut into chunks along T, the FFN's `4C` hidden layer alive for one chunk
+    only.
 
     Top: the input, one column per position, coloured by chunk. Middle: the `4C`-wide hidden layer, drawn only
     for chunk `current` (the others are done, or not started). Bottom: the outputs glued along T.

@@ -232,12 +232,13 @@ def plot_clock_hands(
     pairs: tuple[int, ...] = (0, 8, 16, 24),
     title: str = "",
 ) -> Any:
-    r"""RoPE pairs as the hands of one clock: pair i's hand points at angle m·θ_i for the token at `position` m.
+    r"""RoPE pairs as the hands of one clock: pair i's hand points at angle m·θ_i for the token at `position`
+    m.
 
-    The fastest pair is the longest hand (a second hand), slower pairs are shorter (minute, hour hands), as on a
-    real clock: reading all the hands together tells the position apart, the fast ones between neighbours, the
-    slow ones across long distances. Drawing the same position with scaled frequencies shows what a rule did:
-    linear scaling slows every hand, YaRN and Llama 3 leave the fast hands where they were.
+    The fastest pair is the longest hand (a second hand), slower pairs are shorter (minute, hour hands), as on
+    a real clock: reading all the hands together tells the position apart, the fast ones between neighbours,
+    the slow ones across long distances. Drawing the same position with scaled frequencies shows what a rule
+    did: linear scaling slows every hand, YaRN and Llama 3 leave the fast hands where they were.
 
     Args:
         ax: a matplotlib Axes (drawn as a clock face, no ticks).
@@ -286,13 +287,14 @@ def fit_and_extrapolate(
     n_points: int = 400,
     seed: int = 0,
 ) -> dict[str, Any]:
-    r"""Position Interpolation's Figure 2: a score bounded on [0, S0] can explode beyond S0, but not between integers.
+    r"""Position Interpolation's Figure 2: a score bounded on [0, S0] can explode beyond S0, but not between
+    integers.
 
-    A RoPE attention score is f(Δ) = Σ_j u_j cos(Δθ_j) + v_j sin(Δθ_j) in the distance Δ (Chen et al. 2023, eq. 3,
-    who write a(s)). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points` random
-    targets in [−1, 1] at random Δ in [0, S0]; then evaluate it on [S0, 2·S0] (extrapolation: what an unscaled
-    model sees past its context) and on a fine grid inside [0, S0] (interpolation: what a model with positions
-    divided by 2 sees). The keys keep the names "s_..." and "a_..." of the paper.
+    A RoPE attention score is f(Δ) = Σ_j u_j cos(Δθ_j) + v_j sin(Δθ_j) in the distance Δ (Chen et al. 2023,
+    eq. 3, who write a(s)). Fit (u, v) by least squares (a 1e-6 ridge for numerical stability) to `n_points`
+    random targets in [−1, 1] at random Δ in [0, S0]; then evaluate it on [S0, 2·S0] (extrapolation: what an
+    unscaled model sees past its context) and on a fine grid inside [0, S0] (interpolation: what a model with
+    positions divided by 2 sees). The keys keep the names "s_..." and "a_..." of the paper.
 
     Returns:
         dict with the fitting points ("s_fit", "y_fit"), the curves ("s_inside", "a_inside", "s_beyond",

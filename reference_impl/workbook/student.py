@@ -30,8 +30,8 @@ its code and that is not in the source of `reference_impl` itself (a lesson prin
 exercise may well re-derive some of its lines).
 
 The build also refuses, before writing anything, a path that does not exist, a folder with no notebook, and an
-`--out` it cannot write into (below a file, or in a folder that refuses new files, e.g. a read-only file system);
-the command then prints the reason in one line naming the path, with no traceback.
+`--out` it cannot write into (below a file, or in a folder that refuses new files, e.g. a read-only file
+system); the command then prints the reason in one line naming the path, with no traceback.
 
 It never overwrites a notebook a student has changed. A copy on disk is replaced only when its content still
 hashes to the `content_sha256` it was written with; otherwise (edited, run and saved, not made by this
@@ -106,7 +106,8 @@ class MasterError(ValueError):
 class BuildError(Exception):
     """The build was refused; `problems` lists every reason (one line or paragraph each).
 
-    Nothing was written, unless `partial` is True: writing itself failed part-way (the checks before it passed).
+    Nothing was written, unless `partial` is True: writing itself failed part-way (the checks before it
+    passed).
     """
 
     def __init__(self, problems: Sequence[str], *, partial: bool = False) -> None:
@@ -471,7 +472,8 @@ def build(
 def _cannot_write_into(out_dir: Path) -> str | None:
     """Why the copies cannot be written into `out_dir` (one line naming the path and the reason), or None.
 
-    Checked before anything is written: the nearest existing folder at or above `out_dir` must be a folder (not a
+    Checked before anything is written: the nearest existing folder at or above `out_dir` must be a folder
+    (not a
     file: `--out notes.txt/student`) and must take a file. The second is tried by creating and removing a
     temporary file there, because permission bits say nothing for root, while a read-only file system (or
     /sys) still refuses.

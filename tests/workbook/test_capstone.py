@@ -1,7 +1,9 @@
-"""The capstone model (reference_impl/workbook/capstone.py) against transformers' LlamaForCausalLM, and its parts.
+"""The capstone model (reference_impl/workbook/capstone.py) against transformers' LlamaForCausalLM, and its
+parts.
 
-Same weights, same logits and gradients, bitwise, for every scaling rule and both attention functions: the model
-runs the same float32 operations in the same order as transformers' Llama (RMSNorm, rotary, eager/SDPA, SiLU MLP).
+Same weights, same logits and gradients, bitwise, for every scaling rule and both attention functions: the
+model runs the same float32 operations in the same order as transformers' Llama (RMSNorm, rotary, eager/SDPA,
+SiLU MLP).
 """
 
 from __future__ import annotations
@@ -137,8 +139,8 @@ def test_checkpointing_and_chunking_keep_loss_and_gradients_bitwise(policy, chun
     loss = model(tokens).pow(2).mean()
     loss.backward()
     expected = grads(reference)
-    # checkpointing recomputes the same ops: bitwise. Chunking sums a weight's gradient over chunks, in another
-    # order than one big matmul: equal to float32 rounding.
+    # checkpointing recomputes the same ops: bitwise. Chunking sums a weight's gradient over chunks, in
+    # another order than one big matmul: equal to float32 rounding.
     tol = dict(rtol=0, atol=0) if chunk == 0 else dict(rtol=1e-5, atol=1e-6)
     for name, grad in grads(model).items():
         torch.testing.assert_close(grad, expected[name], msg=name, **tol)

@@ -94,8 +94,8 @@ def test_a_torch_whose_import_fails_is_reported_with_its_error_not_as_missing() 
     torch_finding = next(f for f in findings if f.name == "torch")
     assert not torch_finding.ok
     assert torch_finding.message == (
-        "torch is installed but fails to import (OSError: libcudnn.so.9: cannot open shared object file: No such "
-        "file or directory); needed for every lesson"
+        "torch is installed but fails to import (OSError: libcudnn.so.9: cannot open shared object file: No "
+        "such file or directory); needed for every lesson"
     )
     assert "not installed" not in report(findings)
 

@@ -1,4 +1,5 @@
-"""reference_impl.workbook.front: who dominates each transformers point, the equal-memory comparison, the figure."""
+"""reference_impl.workbook.front: who dominates each transformers point, the equal-memory comparison, the
+figure."""
 
 from __future__ import annotations
 

@@ -104,10 +104,11 @@ def test_lesson_starts_with_the_shared_setup_cell(path: Path) -> None:
     assert "nbval-ignore-output" in first.get("metadata", {}).get("tags", [])
 
 
-# --- portable, short outputs; a next link; student copies that match their instructions -----------------------------
+# --- portable, short outputs; a next link; student copies that match their instructions ---------------------
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-#: Folders that belong to the machine a lesson ran on, never to the lesson: home, virtual-environment, temporary.
+#: Folders that belong to the machine a lesson ran on, never to the lesson: home, virtual-environment,
+#: temporary.
 MACHINE_PATH = re.compile(
     r"(?:/home/|/root/|/Users/|/tmp/|/var/folders/|/private/var/|/work/|site-packages|dist-packages|\.venv|"
     r"[A-Za-z]:\\\\)"

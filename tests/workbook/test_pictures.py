@@ -1,4 +1,5 @@
-"""reference_impl.workbook.pictures: each picture's data agrees with the thing it depicts, and the drawings show it."""
+"""reference_impl.workbook.pictures: each picture's data agrees with the thing it depicts, and the drawings
+show it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def _texts(fig) -> str:
 
 @pytest.mark.parametrize("checkpointed", [False, True])
 def test_timeline_after_the_forward_holds_what_a_gated_stack_keeps(checkpointed):
-    # GatedBlock keeps 3 units per layer for backward (its input, tanh(h), sigmoid(h)); checkpointed, only its input.
+    # GatedBlock keeps 3 units per layer for backward (its input, tanh(h), sigmoid(h)); checkpointed, only its
+    # input.
     num_layers, B, C = 5, 16, 4
     steps = pictures.checkpoint_timeline(num_layers, checkpointed)
     after_forward = [s for s in steps if s.kind == "forward"][-1]

@@ -71,7 +71,6 @@ __all__ = [
     "check_dynamic_ntk_prediction",
     "check_fastest_under_budget",
     "check_find_untransposed",
-    "check_find_untransposed",
     "check_first_key_recorder",
     "check_forward_bytes",
     "check_gpt2_layout_copy",

@@ -1,10 +1,10 @@
 """Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, an attention
 function.
 
-    check_sliding_window_mask(my_sliding_window_mask)   # (sliding_window) -> (b, h, q, kv) -> bool
-    check_attention_function(my_attention)              # transformers' attention-function contract
-    check_first_key_recorder(MyFirstKeyRecorder)        # a registered function that records attention to key 0
-    check_trap_predictions(my_predictions)              # which registrations keep the logits right: predicted
+    check_sliding_window_mask(my_sliding_window_mask)  # (sliding_window) -> (b, h, q, kv) -> bool
+    check_attention_function(my_attention)             # transformers' attention-function contract
+    check_first_key_recorder(MyFirstKeyRecorder)       # a registered function that records attention to key 0
+    check_trap_predictions(my_predictions)             # which registrations keep the logits right: predicted
 
 Each prints one success line or raises `CheckFailed` saying, in plain words, what differs (and, for the
 mistakes everyone makes, why); code still raising NotImplementedError gives `ExerciseNotFinished`.
@@ -268,14 +268,15 @@ def _diagnose_values(
             )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # A custom function worth keeping: record the attention each query pays to the first key
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 _FIRST_KEY_EXERCISE = "first-key recorder"
 
 
 def _tiny_llama_and_tokens() -> tuple[Any, torch.Tensor]:
-    """A seeded tiny grouped-query Llama (2 layers, 4 query and 2 key/value heads) and a (2, 7) batch of tokens."""
+    """A seeded tiny grouped-query Llama (2 layers, 4 query and 2 key/value heads) and a (2, 7) batch of
+    tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -295,8 +296,8 @@ def _tiny_llama_and_tokens() -> tuple[Any, torch.Tensor]:
 def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
     """`recorder_class()` is an attention function with a `records` dict: `records[layer] = weights[..., 0]`.
 
-    Registered by name in transformers (with `eager_mask`) and run on a tiny grouped-query Llama, it must leave the
-    logits exactly as transformers' eager attention gives them, and record for every layer (keyed by
+    Registered by name in transformers (with `eager_mask`) and run on a tiny grouped-query Llama, it must
+    leave the logits exactly as transformers' eager attention gives them, and record for every layer (keyed by
     `module.layer_idx`) the `(B, H, T)` attention weight each query puts on key 0, as eager's
     `output_attentions` reports it.
     """
@@ -325,8 +326,8 @@ def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
         )
     if sorted(recorder.records) != list(range(model.config.num_hidden_layers)):
         raise CheckFailed(
-            f"records has keys {sorted(recorder.records)}; expected one per layer, keyed by module.layer_idx: "
-            f"{list(range(model.config.num_hidden_layers))}"
+            f"records has keys {sorted(recorder.records)}; expected one per layer, keyed by "
+            f"module.layer_idx: {list(range(model.config.num_hidden_layers))}"
         )
     for layer, weights in enumerate(reference.attentions):  # (B, H, T, S)
         expected = weights[..., 0]  # (B, H, T)
@@ -340,13 +341,14 @@ def check_first_key_recorder(recorder_class: Callable[[], Any]) -> None:
     passed(_FIRST_KEY_EXERCISE)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Predict the traps: which registrations give sdpa's logits on every real token?
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 _TRAP_EXERCISE = "trap predictions"
 
-#: name -> (attention function, mask builder, batch, what it is). "ours" = reference_impl's eager (None = causal),
-#: "naive" = transformers' Llama eager (None = no mask). "padded": one row left-padded; "plain": no padding.
+#: name -> (attention function, mask builder, batch, what it is). "ours" = reference_impl's eager (None =
+#: causal), "naive" = transformers' Llama eager (None = no mask). "padded": one row left-padded; "plain": no
+#: padding.
 TRAP_SCENARIOS: dict[str, str] = {
     "A": "ours + eager_mask, padded batch",
     "B": "ours + no mask builder, padded batch",
@@ -359,9 +361,10 @@ TRAP_SCENARIOS: dict[str, str] = {
 _TRAP_REASONS = {
     "A": "a mask builder is registered and the mask it builds carries causality and padding",
     "B": "without a builder the model passes None; ours reads it as causal, but the padding is lost",
-    "C": "sdpa_mask returns None for a plain causal batch, and transformers' eager reads None as no mask at all",
-    "D": "with padding sdpa_mask builds a bool mask (True = attend), and transformers' eager adds it to the scores: "
-    "True becomes +1, nothing is masked",
+    "C": "sdpa_mask returns None for a plain causal batch, and transformers' eager reads None as no mask at "
+    "all",
+    "D": "with padding sdpa_mask builds a bool mask (True = attend), and transformers' eager adds it to the "
+    "scores: True becomes +1, nothing is masked",
     "E": "eager_mask always builds the additive mask, so even the naive function gets causality",
     "F": "sdpa_mask returns None, and ours reads None as causal for a causal layer",
 }
@@ -398,9 +401,9 @@ def _trap_outcomes() -> dict[str, bool]:
 
 
 def check_trap_predictions(fn: Callable[[], Any]) -> None:
-    """`fn()` returns `{scenario: bool}` for every key of `TRAP_SCENARIOS`: True if the logits of every real token
-    equal transformers' sdpa (atol 1e-5). The check runs each scenario on a tiny grouped-query Llama and, for the
-    first wrong prediction, says why the model does what it does."""
+    """`fn()` returns `{scenario: bool}` for every key of `TRAP_SCENARIOS`: True if the logits of every real
+    token equal transformers' sdpa (atol 1e-5). The check runs each scenario on a tiny grouped-query Llama
+    and, for the first wrong prediction, says why the model does what it does."""
     predicted = student_call(_TRAP_EXERCISE, fn)
     if not isinstance(predicted, dict) or sorted(predicted) != sorted(TRAP_SCENARIOS):
         raise CheckFailed(

@@ -1,9 +1,10 @@
-"""Self-checks for lessons/08_capstone.ipynb: assemble a piece of the capstone model and prove it on the trained one.
+"""Self-checks for lessons/08_capstone.ipynb: assemble a piece of the capstone model and prove it on the
+trained one.
 
-    check_capstone_attention("my_name")          # an attention function registered under that name, with its mask
-    check_length_plan(my_length_plan)            # () -> (rule, factor) that reach 4x the trained length
-    check_gpt2_layout_copy(to_gpt2_layout)       # the same weights in GPT-2's Conv1D layout, the same logits
-    check_kept_prediction(my_kept_units)         # (a, e, num_layers, every_n_layers) -> units kept for backward
+    check_capstone_attention("my_name")      # an attention function registered under that name, with its mask
+    check_length_plan(my_length_plan)        # () -> (rule, factor) that reach 4x the trained length
+    check_gpt2_layout_copy(to_gpt2_layout)   # the same weights in GPT-2's Conv1D layout, the same logits
+    check_kept_prediction(my_kept_units)     # (a, e, num_layers, every_n_layers) -> units kept for backward
 
 Each prints one success line or raises `CheckFailed` saying, in plain words, what differs; code still raising
 NotImplementedError gives `ExerciseNotFinished`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,10 +56,12 @@ def _with_attention(model: CapstoneForCausalLM, name: str) -> CapstoneForCausalL
 
 
 def check_capstone_attention(name: str) -> None:
-    """Check the attention function registered as `name` gives the trained capstone model eager's logits and grads.
+    """Check the attention function registered as `name` gives the trained capstone model eager's logits and
+    grads.
 
-    Both registries must know `name`: `ALL_ATTENTION_FUNCTIONS` (the function) and `ALL_MASK_ATTENTION_FUNCTIONS`
-    (its mask builder). Lengths 32 and 100 (not a multiple of the usual chunk sizes), batch of 2.
+    Both registries must know `name`: `ALL_ATTENTION_FUNCTIONS` (the function) and
+    `ALL_MASK_ATTENTION_FUNCTIONS` (its mask builder). Lengths 32 and 100 (not a multiple of the usual chunk
+    sizes), batch of 2.
     """
     exercise = "capstone attention"
     if name not in ALL_ATTENTION_FUNCTIONS:
@@ -68,8 +72,8 @@ def check_capstone_attention(name: str) -> None:
     if name not in ALL_MASK_ATTENTION_FUNCTIONS:
         raise CheckFailed(
             f"{name!r} has no mask builder: register one under the same name, e.g. "
-            f"ALL_MASK_ATTENTION_FUNCTIONS.register({name!r}, eager_mask) (a materialised mask whose query rows "
-            "you can slice; sdpa_mask may return None)"
+            f"ALL_MASK_ATTENTION_FUNCTIONS.register({name!r}, eager_mask) (a materialised mask whose query "
+            f"rows you can slice; sdpa_mask may return None)"
         )
     model = load_capstone_model()
     reference = _with_attention(model, "eager")
@@ -86,6 +90,8 @@ def check_capstone_attention(name: str) -> None:
         expected.sum().backward()
         got.sum().backward()
         for (param_name, p), q in zip(theirs.named_parameters(), reference.parameters(), strict=True):
+            if q.grad is None:  # every parameter of the reference takes part in the loss
+                raise RuntimeError(f"the reference model's {param_name} got no gradient")
             problem = first_difference(p.grad, q.grad, atol=1e-4, rtol=1e-3)
             if problem is not None:
                 raise CheckFailed(f"length {length}: gradient of {param_name} {problem}")
@@ -119,18 +125,20 @@ def check_length_plan(my_length_plan: Callable[[], tuple[str, float]]) -> None:
     if accuracy < LENGTH_PLAN_TARGET:
         plain = evaluate(with_rope(model, "default", 1), batch)[0]
         raise CheckFailed(
-            f"{rule} with factor {factor:g} reaches accuracy {accuracy:.2f} at length {length}; the target is "
-            f"{LENGTH_PLAN_TARGET} (plain RoPE: {plain:.2f}). Look at the length-extension table: which rule keeps "
-            "the one-step head sharp while bringing far keys back into the trained range?"
+            f"{rule} with factor {factor:g} reaches accuracy {accuracy:.2f} at length {length}; the target "
+            f"is {LENGTH_PLAN_TARGET} (plain RoPE: {plain:.2f}). Look at the length-extension table: which "
+            f"rule keeps the one-step head sharp while bringing far keys back into the trained range?"
         )
     print(
-        f"{rule} with factor {factor:g}: accuracy {accuracy:.2f} at length {length} (target {LENGTH_PLAN_TARGET})"
+        f"{rule} with factor {factor:g}: accuracy {accuracy:.2f} at length {length} (target "
+        f"{LENGTH_PLAN_TARGET})"
     )
     passed(exercise)
 
 
 def check_gpt2_layout_copy(to_gpt2_layout: Callable[[CapstoneForCausalLM], nn.Module]) -> None:
-    """Check `to_gpt2_layout(model)` returns the model with every projection of its layers a Conv1D, same logits.
+    """Check `to_gpt2_layout(model)` returns the model with every projection of its layers a Conv1D, same
+    logits.
 
     Conv1D stores the weight transposed, (in, out), and computes `addmm(bias, x, W)`: the same numbers as the
     Linear in another memory layout, equal to float32 rounding (not always bitwise: another matmul kernel).
@@ -141,7 +149,9 @@ def check_gpt2_layout_copy(to_gpt2_layout: Callable[[CapstoneForCausalLM], nn.Mo
     converted = student_call(exercise, to_gpt2_layout, model)
     if not isinstance(converted, nn.Module):
         raise CheckFailed(f"to_gpt2_layout returned {type(converted).__name__}, expected the converted model")
-    layers = converted.model.layers
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    converted_model: Any = converted
+    layers = converted_model.model.layers
     expected_names = [
         name for name, m in original.model.layers.named_modules() if isinstance(m, nn.Linear)
     ]  # q, k, v, o, gate, up, down of every layer
@@ -174,11 +184,12 @@ def check_gpt2_layout_copy(to_gpt2_layout: Callable[[CapstoneForCausalLM], nn.Mo
 
 
 def check_kept_prediction(my_kept_units: Callable[[float, float, int, int], float]) -> None:
-    """Check `my_kept_units(a, e, num_layers, every_n_layers)` predicts, within 2 units, the bytes a training step
-    keeps for backward (after the forward) when every `every_n_layers`-th layer is checkpointed.
+    """Check `my_kept_units(a, e, num_layers, every_n_layers)` predicts, within 2 units, the bytes a training
+    step keeps for backward (after the forward) when every `every_n_layers`-th layer is checkpointed.
 
-    Measured exactly on the capstone architecture with 9 layers, B = 4, T = 128, for every_n_layers 3 and 2; `a` is
-    one layer's saved units (`layer_saved_bytes`), `e` the units kept outside the layers under checkpointing.
+    Measured exactly on the capstone architecture with 9 layers, B = 4, T = 128, for every_n_layers 3 and 2;
+    `a` is one layer's saved units (`layer_saved_bytes`), `e` the units kept outside the layers under
+    checkpointing.
     """
     exercise = "memory prediction"
     config = CapstoneConfig(num_hidden_layers=9, max_position_embeddings=128)
@@ -196,8 +207,9 @@ def check_kept_prediction(my_kept_units: Callable[[float, float, int, int], floa
             elif isinstance(predicted, (int, float)) and abs(predicted - (e + L * a)) < 2:
                 hint = " (that is no checkpointing at all)"
             raise CheckFailed(
-                f"every_n_layers={k}: you predict {predicted!r} units kept, measured {measured:.2f}{hint}; with "
-                f"a = {a:.2f}, e = {e:.2f}, L = {L}: a checkpointed layer keeps its input (1 unit), the others a"
+                f"every_n_layers={k}: you predict {predicted!r} units kept, measured {measured:.2f}{hint}; "
+                f"with a = {a:.2f}, e = {e:.2f}, L = {L}: a checkpointed layer keeps its input (1 unit), "
+                "the others a"
             )
         print(f"every_n_layers={k}: predicted {predicted:.2f} u, measured {measured:.2f} u")
     passed(exercise)

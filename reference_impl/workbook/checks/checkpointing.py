@@ -169,7 +169,8 @@ def _describe(num_layers: int, a: int, k: int | None) -> str:
 
 
 def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None:
-    """Check `fn(num_layers, alpha, budget) -> every_n_layers`: the largest k (least recompute) whose kept units fit.
+    """Check `fn(num_layers, alpha, budget) -> every_n_layers`: the largest k (least recompute) whose kept
+    units fit.
 
     None when no checkpointing is needed (alpha * L <= budget), 0 when even k = 1 does not fit.
     """
@@ -196,8 +197,8 @@ def check_pick_every_n_layers(fn: Callable[[int, int, int], int | None]) -> None
                 f"L={num_layers}, alpha={a}, budget={budget}: got {got!r}; expected None, 0 or 1..L"
             )
         raise CheckFailed(
-            f"L={num_layers}, alpha={a}, budget={budget} units: got every_n_layers={_describe(num_layers, a, got)}, "
-            f"expected {_describe(num_layers, a, want)}"
+            f"L={num_layers}, alpha={a}, budget={budget} units: got "
+            f"every_n_layers={_describe(num_layers, a, got)}, expected {_describe(num_layers, a, want)}"
         )
     passed("pick every_n_layers")
 
@@ -215,13 +216,14 @@ def _reference_fastest(results: dict[str, dict[str, Any]], budget: float) -> str
 
 
 def check_fastest_under_budget(fn: Callable[[dict[str, dict[str, Any]], float], str | None]) -> None:
-    """Check `fn(results, budget) -> key`: the fastest configuration of a recorded front whose peak fits the budget.
+    """Check `fn(results, budget) -> key`: the fastest configuration of a recorded front whose peak fits the
+    budget.
 
     `results` maps a configuration's key to a dict with at least `mem_ratio` (peak / no-checkpoint peak) and
     `time_ratio` (step time / no checkpoint), as `load_record("checkpointing_gpu")` holds them; `budget` is a
     fraction of the no-checkpoint peak. Expected: the key with the smallest `time_ratio` among those with
-    `mem_ratio <= budget`, None if none fits. Checked on the recorded H200 fronts of three models and on a small
-    front made up to catch the usual slips (picking the smallest memory, or a `<` where `<=` is meant).
+    `mem_ratio <= budget`, None if none fits. Checked on the recorded H200 fronts of three models and on a
+    small front made up to catch the usual slips (picking the smallest memory, or a `<` where `<=` is meant).
     """
     from reference_impl.workbook.lesson import load_record
 

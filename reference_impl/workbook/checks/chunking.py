@@ -236,7 +236,8 @@ def check_my_chunked_checkpointed_ffn(my_ffn: Callable[..., torch.Tensor]) -> No
 
 
 def _ffn_peak_units(c: int, T: int) -> float:
-    """Lesson 03's predicted FFN inference peak in units of B·T·C: max(1 + 7c/T, 2) chunked by c, 8 unchunked (0)."""
+    """Lesson 03's predicted FFN inference peak in units of B·T·C: max(1 + 7c/T, 2) chunked by c, 8 unchunked
+    (0)."""
     return 8.0 if c == 0 else max(1 + 7 * c / T, 2.0)
 
 
@@ -248,7 +249,8 @@ def _reference_largest_chunk(T: int, budget: float) -> int | None:
 
 
 def _measured_ffn_peak_units(T: int, c: int) -> float:
-    """The inference peak of a Linear-GELU-Linear FFN (4x wide) chunked by c along T, measured, in units of B·T·C."""
+    """The inference peak of a Linear-GELU-Linear FFN (4x wide) chunked by c along T, measured, in units of
+    B·T·C."""
     C = 4
     torch.manual_seed(0)
     ffn = torch.nn.Sequential(torch.nn.Linear(C, 4 * C), torch.nn.GELU(), torch.nn.Linear(4 * C, C))
@@ -259,11 +261,13 @@ def _measured_ffn_peak_units(T: int, c: int) -> float:
 
 
 def check_my_largest_chunk(my_largest_chunk: Callable[[int, float], int | None]) -> None:
-    """Check `my_largest_chunk(T, budget)`: the largest chunk size whose FFN inference peak fits `budget` units.
+    """Check `my_largest_chunk(T, budget)`: the largest chunk size whose FFN inference peak fits `budget`
+    units.
 
     The peak is lesson 03's max(1 + 7c/T, 2) units of `B·T·C` for a chunk size c that divides T, 8 unchunked.
     Expected: 0 (no chunking) when the unchunked 8 units fit, None when not even the floor of 2 fits, else the
-    largest divisor c of T that fits. The check also measures the formula once on a small FFN with `PeakMemory`.
+    largest divisor c of T that fits. The check also measures the formula once on a small FFN with
+    `PeakMemory`.
 
     Raises:
         ExerciseNotFinished: the function still raises NotImplementedError.

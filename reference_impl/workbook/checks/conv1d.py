@@ -216,12 +216,13 @@ def check_find_untransposed(
 
 
 def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.Linear, nn.Linear]]) -> None:
-    """Check `my_split_c_attn(c_attn)`: three `nn.Linear(C, C)` computing the q, k and v parts of GPT-2's fused `c_attn`.
+    """Check `my_split_c_attn(c_attn)`: three `nn.Linear(C, C)` computing the q, k and v parts of GPT-2's
+    fused `c_attn`.
 
     `c_attn` is a `Conv1D(3C, C)`: weight `(C, 3C)`, whose output GPT2Attention splits as `q, k, v =
     out.split(C, dim=-1)`. Each returned layer must give its third of the output (within 1e-5) and own its
-    storage (changing it must not change `c_attn`). The layers are square, so a forgotten transpose is only caught
-    by the values, and the check says so.
+    storage (changing it must not change `c_attn`). The layers are square, so a forgotten transpose is only
+    caught by the values, and the check says so.
 
     Raises:
         ExerciseNotFinished: the function still raises NotImplementedError.
@@ -264,13 +265,15 @@ def check_split_c_attn(my_split_c_attn: Callable[[Conv1D], tuple[nn.Linear, nn.L
                 layer.weight.add_(1.0)
         if not torch.equal(conv.weight, before):
             raise CheckFailed(
-                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not view them"
+                f"{exercise}: changing your layers changed c_attn: copy the weights (`copy_`), do not "
+                "view them"
             )
     passed(exercise)
 
 
 def _measured_forward_bytes(B: int, T: int, nx: int, nf: int) -> int:
-    """Bytes our Conv1D(nf, nx) allocates at its peak on `torch.randn(T, B, nx).transpose(0, 1)`, a (B, T, nx) view."""
+    """Bytes our Conv1D(nf, nx) allocates at its peak on `torch.randn(T, B, nx).transpose(0, 1)`, a (B, T, nx)
+    view."""
     from reference_impl.workbook.measure import PeakMemory
 
     conv = _layer(nf, nx, seed=0)
@@ -281,14 +284,17 @@ def _measured_forward_bytes(B: int, T: int, nx: int, nf: int) -> int:
 
 
 def check_forward_bytes(my_forward_bytes: Callable[[int, int, int, int], int]) -> None:
-    """Check `my_forward_bytes(B, T, nx, nf)`: the peak bytes our `Conv1D(nf, nx)` allocates on a transposed input.
+    """Check `my_forward_bytes(B, T, nx, nf)`: the peak bytes our `Conv1D(nf, nx)` allocates on a transposed
+    input.
 
     The input is `torch.randn(T, B, nx).transpose(0, 1)` (fp32), made before the forward. Measured with
-    `PeakMemory` under `torch.no_grad()`: the output, plus a copy of the input whenever `reshape` cannot view it.
+    `PeakMemory` under `torch.no_grad()`: the output, plus a copy of the input whenever `reshape` cannot view
+    it.
 
     Raises:
         ExerciseNotFinished: the function still raises NotImplementedError.
-        CheckFailed: a prediction differs from the measurement; the message says by how much, and what that is.
+        CheckFailed: a prediction differs from the measurement; the message says by how much, and what that
+        is.
     """
     exercise = "my_forward_bytes"
     for B, T, nx, nf in [(2, 12, 32, 96), (3, 5, 4, 6), (1, 128, 16, 64), (4, 1, 8, 8)]:
@@ -299,8 +305,8 @@ def check_forward_bytes(my_forward_bytes: Callable[[int, int, int, int], int]) -
         copy = 4 * B * T * nx
         if isinstance(got, int) and got - want == copy:
             why = (
-                f": no copy is made here, because a (B={B}, T={T}) transpose with a dimension of size 1 is still "
-                "contiguous, so reshape returns a view"
+                f": no copy is made here, because a (B={B}, T={T}) transpose with a dimension of size 1 is "
+                f"still contiguous, so reshape returns a view"
             )
         elif isinstance(got, int) and want - got == copy:
             why = ": the input is not contiguous, so reshape copies it (one more tensor of the input's size)"

@@ -1,5 +1,6 @@
-"""Self-checks for lessons/05_head_pruning.ipynb: kept indices by hand, pruning a Linear, choosing heads to a budget,
-the `c_attn` columns that survive two prunings, and pruning with importance re-scored after every step.
+"""Self-checks for lessons/05_head_pruning.ipynb: kept indices by hand, pruning a Linear, choosing heads to a
+budget, the `c_attn` columns that survive two prunings, and pruning with importance re-scored after every
+step.
 
 Each check runs the student's function next to the reference (`reference_impl.pruning`) on several cases and
 prints one success line, or raises `CheckFailed` saying in plain words what differs (and, for the classic
@@ -199,11 +200,11 @@ def _surviving_columns() -> list[int]:
         n_layer=1, n_head=H, n_embd=H * D, vocab_size=8, n_positions=8, bos_token_id=0, eos_token_id=0
     )
     model = GPT2Model(config)
-    attn = model.h[0].attn
+    # Read by attribute: torch's stubs type a Module's attribute `Tensor | Module`.
+    attn: Any = model.h[0].attn
     with torch.no_grad():
-        attn.c_attn.weight[0] = torch.arange(
-            3 * H * D, dtype=attn.c_attn.weight.dtype
-        )  # (C, 3·H·D): row 0 = j
+        # (C, 3·H·D): row 0 = j
+        attn.c_attn.weight[0] = torch.arange(3 * H * D, dtype=attn.c_attn.weight.dtype)
     prune_heads(model, {0: TWO_PRUNINGS["first"]})
     prune_heads(model, {0: TWO_PRUNINGS["then"]})
     return [int(j) for j in attn.c_attn.weight[0].tolist()]
@@ -212,8 +213,8 @@ def _surviving_columns() -> list[int]:
 def check_surviving_c_attn_columns(fn: Callable[[], Sequence[int]]) -> None:
     """`fn()` returns the original `c_attn` columns that survive the `TWO_PRUNINGS` scenario, in order.
 
-    Checked against a real transformers GPT-2 layer pruned by `prune_heads`; the two classic mistakes (treating
-    the second request's numbers as positions, listing the q third only) are named.
+    Checked against a real transformers GPT-2 layer pruned by `prune_heads`; the two classic mistakes
+    (treating the second request's numbers as positions, listing the q third only) are named.
     """
     exercise = "surviving c_attn columns"
     got = _as_list(student_call(exercise, fn), "the surviving columns")
@@ -224,8 +225,8 @@ def check_surviving_c_attn_columns(fn: Callable[[], Sequence[int]]) -> None:
     H, D = TWO_PRUNINGS["n_head"], TWO_PRUNINGS["head_size"]
     if got == [j for j in expected if j < H * D]:
         raise CheckFailed(
-            f"you listed the q columns only: {got}. c_attn holds q | k | v side by side, {H * D} columns each; "
-            "a head keeps the same units in every third"
+            f"you listed the q columns only: {got}. c_attn holds q | k | v side by side, {H * D} columns "
+            f"each; a head keeps the same units in every third"
         )
     remaining = [h for h in range(H) if h not in TWO_PRUNINGS["first"]]  # heads at positions 0.. after step 1
     unshifted = [h for k, h in enumerate(remaining) if k not in TWO_PRUNINGS["then"]]
@@ -241,9 +242,10 @@ def check_surviving_c_attn_columns(fn: Callable[[], Sequence[int]]) -> None:
 def check_rescored_order(fn: Callable[..., Sequence[tuple[int, int]]]) -> None:
     """`fn(model, scoring_batches, n, step)`: heads in the order pruned, re-scoring before every `step` heads.
 
-    The reference: repeat `head_importance` on the model as it is now, `select_heads_to_prune(importance, step)`,
-    `prune_heads`; the order within one step is layer, then head. Checked on the shipped tiny GPT-2 for n = 4,
-    step = 2; the student's function must leave the model it is given unchanged (prune a copy).
+    The reference: repeat `head_importance` on the model as it is now,
+    `select_heads_to_prune(importance, step)`, `prune_heads`; the order within one step is layer, then head.
+    Checked on the shipped tiny GPT-2 for n = 4, step = 2; the student's function must leave the model it is
+    given unchanged (prune a copy).
     """
     import copy
 
@@ -255,12 +257,12 @@ def check_rescored_order(fn: Callable[..., Sequence[tuple[int, int]]]) -> None:
     model = load_tiny_task_model()
     batches = [offset_pair_batch(32, torch.Generator().manual_seed(20 + i)) for i in range(2)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    got = student_call(exercise, fn, model, batches, 4, 2)
+    returned = student_call(exercise, fn, model, batches, 4, 2)
     if {k: tuple(v.shape) for k, v in model.state_dict().items()} != {
         k: tuple(v.shape) for k, v in before.items()
     }:
         raise CheckFailed("your function pruned the model it was given; prune a copy (copy.deepcopy(model))")
-    got = [tuple(int(x) for x in pair) for pair in got]
+    got = [tuple(int(x) for x in pair) for pair in returned]
     reference, expected = copy.deepcopy(model), []
     for _ in range(2):
         chosen = select_heads_to_prune(head_importance(reference, batches, task_loss), 2)
@@ -272,7 +274,7 @@ def check_rescored_order(fn: Callable[..., Sequence[tuple[int, int]]]) -> None:
     once = select_heads_to_prune(head_importance(model, batches, task_loss), 4)
     if sorted(got) == sorted((layer, head) for layer, heads in once.items() for head in heads):
         raise CheckFailed(
-            f"got {got}: those are the 4 heads the scores of the full model pick at once; re-score the pruned model "
-            f"before every step of 2 (expected {expected})"
+            f"got {got}: those are the 4 heads the scores of the full model pick at once; re-score the "
+            f"pruned model before every step of 2 (expected {expected})"
         )
     raise CheckFailed(f"got the order {got}, expected {expected}")

@@ -1,7 +1,9 @@
 """Self-checks for the exercises of lessons/04_rope_scaling_plots.ipynb.
 
-- `check_my_apply_rotary(my_apply_rotary)`: rotate q (B, H, T, D) with cos/sin (B, T, D), transformers' layout;
-- `check_my_linear_scaling(my_linear_inv_freq)`: Position Interpolation's frequencies from (base, dim, factor);
+- `check_my_apply_rotary(my_apply_rotary)`: rotate q (B, H, T, D) with cos/sin (B, T, D), transformers'
+  layout;
+- `check_my_linear_scaling(my_linear_inv_freq)`: Position Interpolation's frequencies from (base, dim,
+  factor);
 - `check_my_llama3_untouched(my_llama3_untouched)`: which pairs Llama 3 leaves alone;
 - `check_dynamic_ntk_prediction(predicted)`: the dynamic NTK state machine's action and cached length for each
   call of `DYNAMIC_NTK_CALLS`, predicted by hand;
@@ -201,8 +203,8 @@ def check_dynamic_ntk_prediction(my_prediction: Callable[[], object]) -> None:
     predicted = student_call(exercise, my_prediction)
     if not isinstance(predicted, (list, tuple)) or len(predicted) != len(DYNAMIC_NTK_CALLS):
         raise CheckFailed(
-            f"predicted must be a list of {len(DYNAMIC_NTK_CALLS)} (action, cached length) pairs, one per call; "
-            f"got {predicted!r}"
+            f"predicted must be a list of {len(DYNAMIC_NTK_CALLS)} (action, cached length) pairs, one per "
+            f"call; got {predicted!r}"
         )
     rotary = RotaryEmbedding(DYNAMIC_NTK_CONFIG)
     x = torch.zeros(1)
@@ -233,11 +235,12 @@ def check_dynamic_ntk_prediction(my_prediction: Callable[[], object]) -> None:
 
 
 def check_my_yarn_inv_freq(fn: Callable[[float, int, int, float, float, float], torch.Tensor]) -> None:
-    """`fn(base, dim, original_max_position_embeddings, factor, beta_fast, beta_slow)` -> YaRN's θ' (dim // 2,).
+    """`fn(base, dim, original_max_position_embeddings, factor, beta_fast, beta_slow)` -> YaRN's θ' (dim //
+    2,).
 
-    Compared with `ROPE_INIT_FUNCTIONS["yarn"]` (itself bitwise equal to transformers') at rtol 1e-6, on configs
-    whose ramp ends inside the pairs. A wrong answer is read back as a ramp (the share of θ_i / s in each pair)
-    and the first pair whose share differs is named.
+    Compared with `ROPE_INIT_FUNCTIONS["yarn"]` (itself bitwise equal to transformers') at rtol 1e-6, on
+    configs whose ramp ends inside the pairs. A wrong answer is read back as a ramp (the share of θ_i / s in
+    each pair) and the first pair whose share differs is named.
     """
     exercise = "my_yarn_inv_freq"
     for base, dim, S0, s, beta_fast, beta_slow in [
@@ -279,10 +282,14 @@ def check_my_yarn_inv_freq(fn: Callable[[float, int, int, float, float, float], 
                 " Your ramp runs the wrong way: the fast pairs (small i) keep θ_i, the slow ones get θ_i / s."
             )
         elif float(share_got[0]) > 0.5:
-            hint = " The fastest pair turns far more than beta_fast times within the trained length: it must be kept."
+            hint = (
+                " The fastest pair turns far more than beta_fast times within the trained length: "
+                "it must be kept."
+            )
         raise CheckFailed(
-            f"{where}: pair {i} gets share {float(share_got[i]):.4f} of θ_i/s, expected {float(share_expected[i]):.4f} "
-            f"(θ' = {float(got[i]):.6g}, expected {float(expected[i]):.6g}).{hint}"
+            f"{where}: pair {i} gets share {float(share_got[i]):.4f} of θ_i/s, expected "
+            f"{float(share_expected[i]):.4f} (θ' = {float(got[i]):.6g}, expected "
+            f"{float(expected[i]):.6g}).{hint}"
         )
     passed(exercise)
 
@@ -301,8 +308,8 @@ def check_my_relative_score(fn: Callable[[torch.Tensor, torch.Tensor, int, torch
     """`fn(q, k, delta, inv_freq)` -> the score of q at position m with k at n = m − delta, from delta alone.
 
     q, k: (d,) float64; inv_freq: (d/2,) float64. Compared at rtol 1e-9 with both vectors rotated at absolute
-    positions (m = 1000 and n = m − delta) through `apply_rotary_pos_emb`, for several distances, negative ones
-    included.
+    positions (m = 1000 and n = m − delta) through `apply_rotary_pos_emb`, for several distances, negative
+    ones included.
     """
     exercise = "my_relative_score"
     g = torch.Generator().manual_seed(3)
@@ -324,8 +331,8 @@ def check_my_relative_score(fn: Callable[[torch.Tensor, torch.Tensor, int, torch
         hint = ""
         if math.isclose(got, _absolute_score(q, k, m, m + delta, inv_freq), rel_tol=1e-9, abs_tol=1e-12):
             hint = (
-                " That is the score at distance −delta: the key sits delta positions *before* the query, so it is "
-                "turned by −delta·θ relative to it (R_{n−m} with n − m = −delta)."
+                " That is the score at distance −delta: the key sits delta positions *before* the query, so "
+                "it is turned by −delta·θ relative to it (R_{n−m} with n − m = −delta)."
             )
         elif math.isclose(got, float(q @ k), rel_tol=1e-9):
             hint = " That is the plain dot product: nothing was rotated."

@@ -35,10 +35,11 @@ def check_row_sums(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 
 def check_peak_prediction(fn: Callable[[int], tuple[int, int]]) -> None:
-    """Check `fn(n)` predicts `(peak, alive)` bytes of `y = (x * 2) + (x * 3)` for an fp32 `x` of `n` elements.
+    """Check `fn(n)` predicts `(peak, alive)` bytes of `y = (x * 2) + (x * 3)` for an fp32 `x` of `n`
+    elements.
 
-    The truth is measured with `PeakMemory` (x allocated before the block, so not counted): the two products and
-    their sum are alive at once, then the products are freed.
+    The truth is measured with `PeakMemory` (x allocated before the block, so not counted): the two products
+    and their sum are alive at once, then the products are freed.
 
     Raises:
         ExerciseNotFinished: `fn` still raises NotImplementedError.

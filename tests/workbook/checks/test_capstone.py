@@ -121,7 +121,8 @@ def test_length_plan_passes_a_rule_that_reaches_the_target(capsys: pytest.Captur
     check_length_plan(lambda: ("dynamic", 4.0))
     out = capsys.readouterr().out
     assert re.fullmatch(
-        r"dynamic with factor 4: accuracy 0\.\d\d at length 128 \(target 0\.6\)\n✅ length plan: all checks passed\n",
+        r"dynamic with factor 4: accuracy 0\.\d\d at length 128 \(target 0\.6\)\n✅ length plan: all checks "
+        r"passed\n",
         out,
     )
 
