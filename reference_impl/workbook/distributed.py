@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.multiprocessing.spawn import ProcessException
 
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
 from reference_impl.workbook.measure import PeakMemory
@@ -333,6 +334,7 @@ def _rank_main(
 ) -> None:
     """The entry point of every rank: join the process group, run `fn`, write its result, always leave the group."""
     torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)  # for code that reads them
     if device == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
     timeout = datetime.timedelta(seconds=timeout_s)
@@ -341,6 +343,10 @@ def _rank_main(
     try:
         result = fn(rank, world_size, device, *args)
         torch.save(result, Path(folder) / f"rank{rank}.pt")
+    except BaseException as error:
+        # When one rank fails, the others fail next (their peer is gone); the time tells the parent who was first.
+        (Path(folder) / f"rank{rank}.error").write_text(f"{time.time()!r} {error_line(error)}")
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -384,8 +390,8 @@ def run_ranks(
                         raise TimeoutError(
                             f"the {world_size} ranks did not finish within timeout_s={timeout_s}"
                         )
-            except mp.ProcessException as failure:
-                raise RuntimeError(f"rank {failure.error_index} failed: {_child_error(failure)}") from None
+            except ProcessException as failure:
+                raise RuntimeError(_first_failure(Path(folder), failure)) from None
             return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
     finally:
         if context is not None:
@@ -393,10 +399,18 @@ def run_ranks(
         del store
 
 
-def _child_error(failure: BaseException) -> str:
-    """The last line of a child's traceback (its exception type and message)."""
-    lines = [line for line in str(failure).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(failure).__name__
+def _first_failure(folder: Path, failure: ProcessException) -> str:
+    """'rank R failed: Type: message' for the rank that failed first, then what the others said."""
+    reports = []
+    for path in folder.glob("rank*.error"):
+        when, line = path.read_text().split(" ", 1)
+        reports.append((float(when), int(path.stem.removeprefix("rank")), line))
+    if not reports:  # killed by a signal, or failed before it could write
+        return f"rank {failure.error_index} failed: {str(failure).strip().splitlines()[-1].strip()}"
+    reports.sort()
+    _, rank, line = reports[0]
+    others = "".join(f"; then rank {r}: {text}" for _, r, text in reports[1:])
+    return f"rank {rank} failed: {line}{others}"
 
 
 def _stop(processes: Sequence[Any]) -> None:

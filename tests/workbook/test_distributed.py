@@ -1,0 +1,163 @@
+"""Checkpointing under DDP and FSDP2 on two gloo processes (reference_impl.workbook.distributed).
+
+Every test here starts two processes (marker `slow`; the README's test command runs them). The counts, errors and
+gradients are measured on the ranks and compared with a single-process step of the same tiny Llama.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from reference_impl.workbook.distributed import (
+    ModelSpec,
+    Scenario,
+    predicted_shard_bytes,
+    reference_gradients,
+    run_ranks,
+    run_scenarios,
+    tiny_llama,
+)
+
+pytestmark = pytest.mark.slow
+
+# DDP averages two half-batch gradients after the backward; the single process sums the whole batch inside each
+# matmul. Same terms, another order of fp32 additions: a few ulps of the gradients (about 3e-8 measured).
+GRAD_ATOL = 1e-6
+
+
+def max_grad_diff(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> float:
+    assert got.keys() == expected.keys()
+    return max(float((got[n] - expected[n]).abs().max()) for n in expected)
+
+
+def assert_no_child_left(port: int | None = None) -> None:
+    assert multiprocessing.active_children() == []
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        # multiprocessing's own resource tracker (started by the first "spawn") lives as long as this process
+        ranks = [
+            c
+            for c in psutil.Process().children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        assert ranks == []
+    if port is not None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # raises OSError if the store still held it
+
+
+def test_ddp_reentrant_with_find_unused_parameters_fails_and_the_three_fixes_match_one_process():
+    scenarios = [
+        Scenario(
+            "reentrant + find_unused",
+            "ddp",
+            checkpointing="full",
+            use_reentrant=True,
+            find_unused_parameters=True,
+        ),
+        Scenario("non-reentrant", "ddp", checkpointing="full", find_unused_parameters=True),
+        Scenario(
+            "static_graph",
+            "ddp",
+            checkpointing="full",
+            use_reentrant=True,
+            find_unused_parameters=True,
+            static_graph=True,
+        ),
+        Scenario("no find_unused", "ddp", checkpointing="full", use_reentrant=True),
+        Scenario("no checkpointing", "ddp"),
+    ]
+    ranks = run_scenarios(scenarios)
+    _, expected = reference_gradients()
+    for results in ranks:
+        failed, *fixes = results
+        assert failed["error"].startswith("RuntimeError: Expected to mark a variable ready only once")
+        plain = fixes[-1]
+        for fix in fixes:
+            assert fix["error"] is None, fix
+            assert max_grad_diff(fix["grads"], expected) <= GRAD_ATOL
+            # every fix computes the very same arithmetic as DDP without checkpointing: bitwise
+            assert max_grad_diff(fix["grads"], plain["grads"]) == 0.0
+    assert_no_child_left()
+
+
+def test_fsdp_hooks_run_twice_when_the_checkpoint_wraps_call_and_once_when_it_wraps_forward():
+    spec = ModelSpec()
+    scenarios = [
+        Scenario("none", "fsdp"),
+        Scenario("__call__", "fsdp", checkpointing="full", checkpoint_target="__call__"),
+        Scenario("forward", "fsdp", checkpointing="full", checkpoint_target="forward"),
+        Scenario("transformers", "fsdp", layers="transformers", checkpointing="full"),
+    ]
+    ranks = run_scenarios(scenarios, spec, steps=2)
+    _, expected = reference_gradients(spec)
+    shard = predicted_shard_bytes(tiny_llama(spec), world_size=2)
+    L = spec.num_layers
+    for none, call, fwd, theirs in ranks:
+        assert [r["error"] for r in (none, call, fwd, theirs)] == [None] * 4
+        assert [r["hook_calls"] for r in (none, call, fwd, theirs)] == [L, 2 * L, L, 2 * L]
+        # FSDP2 skips its own pre-forward hook during the recompute (it runs in the pre-backward state), so the
+        # all-gathers do not double: the root once, then each layer in forward and again in backward.
+        assert [r["all_gathers"] for r in (none, call, fwd, theirs)] == [2 * L + 1] * 4
+        for r in (none, call, fwd, theirs):
+            assert r["param_bytes"] == shard
+            assert max_grad_diff(r["grads"], expected) <= GRAD_ATOL
+        assert call["peak_bytes"] < none["peak_bytes"]
+        assert fwd["peak_bytes"] == call["peak_bytes"]
+    assert ranks[0][1]["peak_bytes"] == ranks[1][1]["peak_bytes"]
+    assert_no_child_left()
+
+
+def fail_on_rank_one(rank: int, world_size: int, device: str) -> None:
+    if rank == 1:
+        raise ValueError(f"rank 1 fails on purpose; port {os.environ['MASTER_PORT']}")
+    dist.barrier()  # rank 0 waits for a rank that will never come
+
+
+def hang_on_rank_one(rank: int, world_size: int, device: str) -> None:
+    if rank == 1:
+        time.sleep(600)
+    dist.barrier()
+
+
+def all_reduce_ranks(rank: int, world_size: int, device: str) -> float:
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    return float(t)
+
+
+def test_a_rank_that_raises_leaves_no_process_and_no_port_behind():
+    with pytest.raises(RuntimeError, match=r"rank 1 failed: ValueError: rank 1 fails on purpose") as caught:
+        run_ranks(fail_on_rank_one, timeout_s=60)
+    port = int(re.search(r"port (\d+)", str(caught.value)).group(1))
+    assert_no_child_left(port)
+
+
+def test_a_rank_that_hangs_is_stopped_at_the_timeout():
+    with pytest.raises(TimeoutError, match="did not finish within timeout_s=8"):
+        run_ranks(hang_on_rank_one, timeout_s=8)
+    assert_no_child_left()
+
+
+def test_spawned_ranks_run_the_same_functions():
+    assert run_ranks(all_reduce_ranks, start_method="spawn", timeout_s=120) == [3.0, 3.0]
+    assert_no_child_left()
+
+
+def test_bad_arguments_are_refused_before_any_process_starts():
+    with pytest.raises(ValueError, match="parallel='zero'"):
+        Scenario("x", "zero")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        run_ranks(all_reduce_ranks, device="tpu")
+    assert_no_child_left()
