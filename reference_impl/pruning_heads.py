@@ -183,15 +183,17 @@ def _refuse_distributed(model: nn.Module) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, DistributedDataParallel):
-        wrapper = "DistributedDataParallel"
+        inner, wrapper = type(model.module), "DistributedDataParallel"
     elif any(isinstance(m, FSDPModule) for m in model.modules()) or any(
         isinstance(p, DTensor) for p in model.parameters()
     ):
+        # fully_shard swaps the class for a subclass named FSDP<class>; name the model's own class
+        inner = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
         wrapper = "FSDP (fully_shard: FSDPModule / DTensor parameters)"
     else:
         return
     raise TypeError(
-        f"prune_heads got a {type(model).__name__} wrapped by {wrapper}: its parameters are already bucketed or "
+        f"prune_heads got a {inner.__name__} wrapped by {wrapper}: its parameters are already bucketed or "
         "sharded across processes, so pruning now would leave the wrapper holding the old ones. Prune the plain "
         "model first, on every rank, then wrap it: prune_heads(model, heads); model = DistributedDataParallel(model) "
         "(or fully_shard(model))"
