@@ -31,6 +31,7 @@ import datetime
 import functools
 import math
 import os
+import statistics
 import tempfile
 import time
 import traceback
@@ -482,11 +483,23 @@ def _one_step(model: nn.Module, ids: torch.Tensor, scenario: Scenario, device: t
 
 
 def run_scenario_on_rank(
-    rank: int, world_size: int, device_type: str, scenario: Scenario, spec: ModelSpec, steps: int, grads: bool
+    rank: int,
+    world_size: int,
+    device_type: str,
+    scenario: Scenario,
+    spec: ModelSpec,
+    steps: int,
+    grads: bool,
+    rounds: int = 0,
 ) -> StepResult:
-    """Build, wrap and train the tiny Llama for `steps` steps (the first one warms up); measure the last one.
+    """Build, wrap and train the tiny Llama on this rank's rows of the global batch, and measure one step.
 
-    An error in the step is caught and returned as `error` (type and first line), so that both ranks report it.
+    `steps` steps run; the first `steps - 1` warm up (FSDP2 initialises lazily in its first forward), the last is
+    counted: pre-forward hook calls on the decoder layers, all-gathers (`count_all_gathers`), the exact peak of
+    tensor bytes (`FSDPPeakMemory` on CPU; `torch.cuda.max_memory_allocated` on CUDA). Then `rounds` more steps are
+    timed without any counting (the counting modes slow a step down); `seconds` is their median, or the counted
+    step's time when rounds=0. An error in a step is caught and returned as `error` (type and first line), so both
+    ranks report it and the next scenario still runs.
     """
     device = (
         torch.device(device_type, torch.cuda.current_device())
@@ -525,7 +538,7 @@ def run_scenario_on_rank(
         with count_all_gathers() as gathers, FSDPPeakMemory() as peak:
             loss = _one_step(wrapped, ids, scenario, device)
             _sync(device)
-        result.seconds = time.perf_counter() - start
+        seconds = [time.perf_counter() - start]
         result.peak_bytes = (
             torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else peak.peak_bytes
         )
@@ -536,6 +549,16 @@ def run_scenario_on_rank(
                 _strip(n): (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().cpu()
                 for n, p in wrapped.named_parameters()
             }
+        if rounds:
+            seconds = []
+            for _ in range(rounds):
+                dist.barrier()  # start together, so one rank's time does not include waiting for the other
+                _sync(device)
+                start = time.perf_counter()
+                _one_step(wrapped, ids, scenario, device)
+                _sync(device)
+                seconds.append(time.perf_counter() - start)
+        result.seconds = statistics.median(seconds)
     except Exception as error:  # both ranks hit the same error; it is the lesson's material, not a crash
         result.error = error_line(error)
         if os.environ.get("WORKBOOK_DEBUG_RANKS"):
@@ -552,8 +575,12 @@ def _run_scenarios_on_rank(
     spec: ModelSpec,
     steps: int,
     grads: bool,
+    rounds: int,
 ) -> list[dict[str, Any]]:
-    return [asdict(run_scenario_on_rank(rank, world_size, device, s, spec, steps, grads)) for s in scenarios]
+    return [
+        asdict(run_scenario_on_rank(rank, world_size, device, s, spec, steps, grads, rounds))
+        for s in scenarios
+    ]
 
 
 def run_scenarios(
@@ -563,8 +590,9 @@ def run_scenarios(
     world_size: int = 2,
     backend: str = "gloo",
     device: str = "cpu",
-    steps: int = 1,
+    steps: int = 4,
     grads: bool = True,
+    rounds: int = 0,
     timeout_s: float = 120.0,
     start_method: str | None = None,
 ) -> list[list[dict[str, Any]]]:
@@ -579,6 +607,7 @@ def run_scenarios(
         spec,
         steps,
         grads,
+        rounds,
         world_size=world_size,
         backend=backend,
         device=device,
