@@ -32,6 +32,7 @@ import functools
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 import traceback
@@ -58,6 +59,7 @@ __all__ = [
     "error_line",
     "local_parameter_bytes",
     "predicted_shard_bytes",
+    "prune_heads_on_rank",
     "reference_gradients",
     "run_ranks",
     "run_scenarios",
@@ -335,6 +337,12 @@ def _rank_main(
 ) -> None:
     """The entry point of every rank: join the process group, run `fn`, write its result, always leave the group."""
     torch.set_num_threads(1)
+    # A child's output (warnings, torch's C++ logs) goes to a file, not to the parent's terminal or notebook, where
+    # it would arrive in any order, or not at all (a forked Jupyter kernel's streams belong to the parent).
+    log = open(Path(folder) / f"rank{rank}.log", "w")  # open for the life of the process
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)  # for code that reads them
     if device == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
@@ -565,6 +573,61 @@ def run_scenario_on_rank(
             traceback.print_exc()
     dist.barrier()
     return result
+
+
+def prune_heads_on_rank(rank: int, world_size: int, device_type: str, wrapper: str) -> dict[str, Any]:
+    """Try `prune_heads` on a tiny GPT-2 wrapped by DDP or FSDP2, then prune a plain one before wrapping and train.
+
+    Returns {"refused": the error line (or None if it was accepted), "heads_after_refusal": heads per layer of the
+    wrapped model, "heads_pruned_first": heads per layer of the model pruned before wrapping, "loss": its loss}.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from reference_impl.pruning_heads import head_counts, prune_heads
+
+    def tiny_gpt2() -> GPT2LMHeadModel:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            config = GPT2Config(
+                n_layer=2, n_embd=16, n_head=4, vocab_size=40, n_positions=16, attn_implementation="eager"
+            )
+            return GPT2LMHeadModel(config)
+
+    def wrap(model: GPT2LMHeadModel) -> nn.Module:
+        if wrapper == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            return DistributedDataParallel(model)
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device_type, (world_size,))
+        for block in model.transformer.h:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+
+    model = tiny_gpt2()
+    wrapped = wrap(model)
+    try:
+        prune_heads(wrapped, {0: [1]})
+        refused = None
+    except TypeError as error:
+        refused = error_line(error)
+    heads_after_refusal = head_counts(model)
+
+    model = tiny_gpt2()
+    prune_heads(model, {0: [1]})  # before wrapping: every rank prunes the same heads of its own copy
+    wrapped = wrap(model)
+    ids = torch.arange(8).view(1, 8) + rank
+    loss = wrapped(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return {
+        "refused": refused,
+        "heads_after_refusal": heads_after_refusal,
+        "heads_pruned_first": head_counts(model),
+        "loss": float(loss.detach()),
+    }
 
 
 def _run_scenarios_on_rank(

@@ -161,3 +161,14 @@ def test_bad_arguments_are_refused_before_any_process_starts():
     with pytest.raises(ValueError, match="device='tpu'"):
         run_ranks(all_reduce_ranks, device="tpu")
     assert_no_child_left()
+
+
+def test_each_of_three_ranks_holds_ceil_rows_over_n_of_every_parameter():
+    spec = ModelSpec(num_layers=1)
+    ranks = run_scenarios([Scenario("none", "fsdp")], spec, world_size=3, steps=1, grads=False)
+    model = tiny_llama(spec)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    predicted = predicted_shard_bytes(model, world_size=3)
+    assert predicted > total / 3  # 64, 32 and 16 rows do not divide by 3: padded
+    assert [r[0]["param_bytes"] for r in ranks] == [predicted] * 3
+    assert_no_child_left()

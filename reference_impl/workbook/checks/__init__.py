@@ -24,6 +24,7 @@ from reference_impl.workbook.checks.conv1d import (
     check_conv1d_to_linear,
     check_find_untransposed,
 )
+from reference_impl.workbook.checks.distributed import check_hook_and_gather_counts, check_shard_bytes
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
     check_kept_indices,
@@ -45,6 +46,7 @@ __all__ = [
     "check_conv1d_to_linear",
     "check_find_untransposed",
     "check_heads_to_prune",
+    "check_hook_and_gather_counts",
     "check_kept_indices",
     "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",
@@ -55,6 +57,7 @@ __all__ = [
     "check_pick_every_n_layers",
     "check_prune_linear",
     "check_row_sums",
+    "check_shard_bytes",
     "check_sliding_window_mask",
     "check_tensor",
     "first_difference",
