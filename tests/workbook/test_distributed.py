@@ -172,3 +172,28 @@ def test_each_of_three_ranks_holds_ceil_rows_over_n_of_every_parameter():
     assert predicted > total / 3  # 64, 32 and 16 rows do not divide by 3: padded
     assert [r[0]["param_bytes"] for r in ranks] == [predicted] * 3
     assert_no_child_left()
+
+
+def test_fsdp_peak_memory_follows_storages_that_fsdp_resizes():
+    from torch.distributed.fsdp._fully_shard import _fsdp_param
+
+    from reference_impl.workbook.distributed import FSDPPeakMemory
+    from reference_impl.workbook.measure import PeakMemory
+
+    gathered = torch.empty(256)  # 1 KiB, made before the block, then freed the way FSDP2 frees it
+    _fsdp_param.free_storage(gathered)
+    with FSDPPeakMemory() as mem, torch.no_grad():
+        _fsdp_param.alloc_storage(gathered)  # FSDP2 re-allocates it for an all-gather: +1024
+        after_alloc = mem.current_bytes
+        _fsdp_param.free_storage(gathered)  # and frees it after the layer ran: -1024
+        after_free = mem.current_bytes
+        _fsdp_param.alloc_storage(gathered)
+        gathered.mul(2)  # a 1 KiB temporary while the gathered copy is alive: peak 2 KiB
+    assert (after_alloc, after_free, mem.peak_bytes, mem.current_bytes) == (1024, 0, 2048, 1024)
+    assert (
+        _fsdp_param.alloc_storage.__name__ == "alloc_storage"
+    )  # FSDP's functions are restored after the block
+    _fsdp_param.free_storage(gathered)
+    with PeakMemory() as plain:
+        _fsdp_param.alloc_storage(gathered)
+    assert plain.peak_bytes == 0  # what PeakMemory alone would miss
