@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import logging
 import math
 import os
 import statistics
@@ -57,6 +58,7 @@ __all__ = [
     "Scenario",
     "count_all_gathers",
     "error_line",
+    "fail_on_rank",
     "local_parameter_bytes",
     "predicted_shard_bytes",
     "prune_heads_on_rank",
@@ -320,6 +322,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def fail_on_rank(rank: int, world_size: int, device: str, failing_rank: int) -> None:
+    """Raise on `failing_rank` while the other ranks wait for it at a barrier: what cleanup must survive.
+
+    The message names the rendezvous port, so a caller can check that it is free afterwards.
+    """
+    if rank == failing_rank:
+        raise RuntimeError(f"rank {rank} fails on purpose (port {os.environ['MASTER_PORT']})")
+    dist.barrier()  # waits for a rank that never comes, until the parent stops this process
+
+
 def _default_start_method() -> str:
     return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
@@ -394,11 +406,12 @@ def run_ranks(
             )
             deadline = time.monotonic() + timeout_s
             try:
-                while not context.join(timeout=0.2):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"the {world_size} ranks did not finish within timeout_s={timeout_s}"
-                        )
+                with _quiet_spawn_log():
+                    while not context.join(timeout=0.2):
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(
+                                f"the {world_size} ranks did not finish within timeout_s={timeout_s}"
+                            )
             except ProcessException as failure:
                 raise RuntimeError(_first_failure(Path(folder), failure)) from None
             return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
@@ -406,6 +419,18 @@ def run_ranks(
         if context is not None:
             _stop(context.processes)
         del store
+
+
+@contextlib.contextmanager
+def _quiet_spawn_log() -> Iterator[None]:
+    """Silence torch.multiprocessing's "Terminating process ... via SIGTERM" while we join: we report the failure."""
+    logger = logging.getLogger("torch.multiprocessing.spawn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_failure(folder: Path, failure: ProcessException) -> str:

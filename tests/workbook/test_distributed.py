@@ -7,7 +7,6 @@ gradients are measured on the ranks and compared with a single-process step of t
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import socket
 import time
@@ -19,6 +18,7 @@ import torch.distributed as dist
 from reference_impl.workbook.distributed import (
     ModelSpec,
     Scenario,
+    fail_on_rank,
     predicted_shard_bytes,
     reference_gradients,
     run_ranks,
@@ -119,12 +119,6 @@ def test_fsdp_hooks_run_twice_when_the_checkpoint_wraps_call_and_once_when_it_wr
     assert_no_child_left()
 
 
-def fail_on_rank_one(rank: int, world_size: int, device: str) -> None:
-    if rank == 1:
-        raise ValueError(f"rank 1 fails on purpose; port {os.environ['MASTER_PORT']}")
-    dist.barrier()  # rank 0 waits for a rank that will never come
-
-
 def hang_on_rank_one(rank: int, world_size: int, device: str) -> None:
     if rank == 1:
         time.sleep(600)
@@ -138,8 +132,8 @@ def all_reduce_ranks(rank: int, world_size: int, device: str) -> float:
 
 
 def test_a_rank_that_raises_leaves_no_process_and_no_port_behind():
-    with pytest.raises(RuntimeError, match=r"rank 1 failed: ValueError: rank 1 fails on purpose") as caught:
-        run_ranks(fail_on_rank_one, timeout_s=60)
+    with pytest.raises(RuntimeError, match=r"rank 1 failed: RuntimeError: rank 1 fails on purpose") as caught:
+        run_ranks(fail_on_rank, 1, timeout_s=60)
     port = int(re.search(r"port (\d+)", str(caught.value)).group(1))
     assert_no_child_left(port)
 
