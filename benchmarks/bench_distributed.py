@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 
 from reference_impl.workbook.distributed import (
+    DDP_SCENARIOS,
+    FSDP_SCENARIOS,
     ModelSpec,
     Scenario,
     predicted_shard_bytes,
@@ -58,46 +60,22 @@ MODELS = {
 }
 
 SCENARIOS = [
-    Scenario("FSDP2, no checkpointing", "fsdp"),
-    Scenario(
-        "FSDP2, every layer, wraps __call__", "fsdp", checkpointing="full", checkpoint_target="__call__"
-    ),
-    Scenario("FSDP2, every layer, wraps forward", "fsdp", checkpointing="full", checkpoint_target="forward"),
+    *(dataclasses.replace(s, name=f"FSDP2, {s.name}") for s in FSDP_SCENARIOS),
     Scenario(
         "FSDP2, sqrt segments, wraps __call__", "fsdp", checkpointing="sqrt", checkpoint_target="__call__"
     ),
     Scenario(
         "FSDP2, sqrt segments, wraps forward", "fsdp", checkpointing="sqrt", checkpoint_target="forward"
     ),
-    Scenario("FSDP2, transformers' layers, every layer", "fsdp", layers="transformers", checkpointing="full"),
     Scenario(
-        "FSDP2, every layer, wraps __call__, reentrant",
+        "FSDP2, checkpoint wraps __call__, reentrant",
         "fsdp",
         checkpointing="full",
         checkpoint_target="__call__",
         use_reentrant=True,
     ),
-    Scenario("DDP, no checkpointing", "ddp"),
-    Scenario(
-        "DDP, reentrant, find_unused_parameters",
-        "ddp",
-        checkpointing="full",
-        use_reentrant=True,
-        find_unused_parameters=True,
-    ),
-    Scenario(
-        "DDP, non-reentrant, find_unused_parameters", "ddp", checkpointing="full", find_unused_parameters=True
-    ),
-    Scenario(
-        "DDP, reentrant, find_unused_parameters, static_graph",
-        "ddp",
-        checkpointing="full",
-        use_reentrant=True,
-        find_unused_parameters=True,
-        static_graph=True,
-    ),
-    Scenario("DDP, reentrant", "ddp", checkpointing="full", use_reentrant=True),
-    Scenario("DDP, non-reentrant", "ddp", checkpointing="full"),
+    *(dataclasses.replace(s, name=f"DDP, {s.name}") for s in DDP_SCENARIOS),
+    Scenario("DDP, non-reentrant, no find_unused_parameters", "ddp", checkpointing="full"),
 ]
 
 

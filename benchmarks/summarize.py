@@ -149,8 +149,8 @@ def _distributed(r: dict[str, Any]) -> list[Row]:
     where = f"{r['world_size']} {r['backend']} ranks, Llama L={layers} C={r['spec']['hidden_size']}"
     none, call, fwd = (
         rows["FSDP2, no checkpointing"],
-        rows["FSDP2, every layer, wraps __call__"],
-        rows["FSDP2, every layer, wraps forward"],
+        rows["FSDP2, checkpoint wraps __call__"],
+        rows["FSDP2, checkpoint wraps forward"],
     )
     fixes = [name for name in rows if name.startswith("DDP, ") and "no checkpointing" not in name]
     failed = [name for name in fixes if rows[name][0]["error"]]
@@ -176,7 +176,7 @@ def _distributed(r: dict[str, Any]) -> list[Row]:
             f"({max(w['max_grad_diff'] for w in worked):.1e})",
             "only reentrant + find_unused_parameters fails; grads within 1e-6",
             _verdict(
-                failed == ["DDP, reentrant, find_unused_parameters"]
+                failed == ["DDP, reentrant + find_unused_parameters"]
                 and max(w["max_grad_diff"] for w in worked) <= 1e-6
             ),
         ),

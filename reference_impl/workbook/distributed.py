@@ -52,6 +52,8 @@ from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradien
 from reference_impl.workbook.measure import PeakMemory
 
 __all__ = [
+    "DDP_SCENARIOS",
+    "FSDP_SCENARIOS",
     "PARALLEL_KINDS",
     "FSDPPeakMemory",
     "ModelSpec",
@@ -122,6 +124,37 @@ class Scenario:
             raise ValueError(f"layers={self.layers!r} must be 'ours' or 'transformers'")
         if self.checkpointing not in (None, "full", "sqrt"):
             raise ValueError(f"checkpointing={self.checkpointing!r} must be None, 'full' or 'sqrt'")
+
+
+#: DDP with checkpointing every layer: the failing configuration, its three fixes, and no checkpointing.
+DDP_SCENARIOS = (
+    Scenario(
+        "reentrant + find_unused_parameters",
+        "ddp",
+        checkpointing="full",
+        use_reentrant=True,
+        find_unused_parameters=True,
+    ),
+    Scenario("fix 1: non-reentrant checkpointing", "ddp", checkpointing="full", find_unused_parameters=True),
+    Scenario(
+        "fix 2: static_graph=True",
+        "ddp",
+        checkpointing="full",
+        use_reentrant=True,
+        find_unused_parameters=True,
+        static_graph=True,
+    ),
+    Scenario("fix 3: no find_unused_parameters", "ddp", checkpointing="full", use_reentrant=True),
+    Scenario("no checkpointing", "ddp"),
+)
+
+#: FSDP2 without checkpointing, with our checkpoint around __call__ and around forward, and transformers' own layers.
+FSDP_SCENARIOS = (
+    Scenario("no checkpointing", "fsdp"),
+    Scenario("checkpoint wraps __call__", "fsdp", checkpointing="full", checkpoint_target="__call__"),
+    Scenario("checkpoint wraps forward", "fsdp", checkpointing="full", checkpoint_target="forward"),
+    Scenario("transformers' own layers", "fsdp", layers="transformers", checkpointing="full"),
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 
 from reference_impl.workbook.distributed import (
+    DDP_SCENARIOS,
+    FSDP_SCENARIOS,
     ModelSpec,
     Scenario,
     fail_on_rank,
@@ -58,27 +60,7 @@ def assert_no_child_left(port: int | None = None) -> None:
 
 
 def test_ddp_reentrant_with_find_unused_parameters_fails_and_the_three_fixes_match_one_process():
-    scenarios = [
-        Scenario(
-            "reentrant + find_unused",
-            "ddp",
-            checkpointing="full",
-            use_reentrant=True,
-            find_unused_parameters=True,
-        ),
-        Scenario("non-reentrant", "ddp", checkpointing="full", find_unused_parameters=True),
-        Scenario(
-            "static_graph",
-            "ddp",
-            checkpointing="full",
-            use_reentrant=True,
-            find_unused_parameters=True,
-            static_graph=True,
-        ),
-        Scenario("no find_unused", "ddp", checkpointing="full", use_reentrant=True),
-        Scenario("no checkpointing", "ddp"),
-    ]
-    ranks = run_scenarios(scenarios)
+    ranks = run_scenarios(DDP_SCENARIOS)
     _, expected = reference_gradients()
     for results in ranks:
         failed, *fixes = results
@@ -94,13 +76,7 @@ def test_ddp_reentrant_with_find_unused_parameters_fails_and_the_three_fixes_mat
 
 def test_fsdp_hooks_run_twice_when_the_checkpoint_wraps_call_and_once_when_it_wraps_forward():
     spec = ModelSpec()
-    scenarios = [
-        Scenario("none", "fsdp"),
-        Scenario("__call__", "fsdp", checkpointing="full", checkpoint_target="__call__"),
-        Scenario("forward", "fsdp", checkpointing="full", checkpoint_target="forward"),
-        Scenario("transformers", "fsdp", layers="transformers", checkpointing="full"),
-    ]
-    ranks = run_scenarios(scenarios, spec, steps=2)
+    ranks = run_scenarios(FSDP_SCENARIOS, spec)
     _, expected = reference_gradients(spec)
     shard = predicted_shard_bytes(tiny_llama(spec), world_size=2)
     L = spec.num_layers
