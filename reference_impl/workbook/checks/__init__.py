@@ -24,7 +24,11 @@ from reference_impl.workbook.checks.conv1d import (
     check_conv1d_to_linear,
     check_find_untransposed,
 )
-from reference_impl.workbook.checks.distributed import check_hook_and_gather_counts, check_shard_bytes
+from reference_impl.workbook.checks.distributed import (
+    check_ddp_runs,
+    check_hook_and_gather_counts,
+    check_shard_bytes,
+)
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
     check_kept_indices,
@@ -44,6 +48,7 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_ddp_runs",
     "check_find_untransposed",
     "check_heads_to_prune",
     "check_hook_and_gather_counts",

@@ -3,19 +3,35 @@
 - `check_hook_and_gather_counts(my_counts)`: predict, for L layers under FSDP2, the pre-forward hook calls and the
   all-gathers of one training step, without checkpointing and with a checkpoint around `forward` or `__call__`.
 - `check_shard_bytes(my_shard_bytes)`: the parameter bytes one rank holds after `fully_shard`, padding included.
+- `check_ddp_runs(my_ddp_runs)`: predict which of the 8 combinations of `use_reentrant`, `find_unused_parameters`
+  and `static_graph` train a step of DDP with checkpointing; the check runs all 8 on two gloo processes.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from reference_impl.workbook.checks._core import CheckFailed, passed, student_call
-from reference_impl.workbook.distributed import ModelSpec, predicted_shard_bytes, tiny_llama
+from reference_impl.workbook.distributed import (
+    ModelSpec,
+    Scenario,
+    predicted_shard_bytes,
+    run_scenarios,
+    tiny_llama,
+)
 
-__all__ = ["check_hook_and_gather_counts", "check_shard_bytes", "expected_counts"]
+__all__ = [
+    "check_ddp_runs",
+    "check_hook_and_gather_counts",
+    "check_shard_bytes",
+    "expected_counts",
+    "measured_ddp_runs",
+]
 
 TARGETS = (None, "forward", "__call__")
 
@@ -89,3 +105,47 @@ def check_shard_bytes(fn: Callable[[nn.Module, int], int]) -> None:
                 hint = "count, per parameter, ceil(rows / N) rows of (numel / rows) elements of element_size bytes"
             raise CheckFailed(f"{name}, N={world_size}: got {got} bytes, expected {want} ({hint})")
     passed("shard bytes")
+
+
+#: (use_reentrant, find_unused_parameters, static_graph), in the order the check asks about them.
+DDP_SETTINGS = tuple(itertools.product((False, True), repeat=3))
+
+
+@functools.cache
+def measured_ddp_runs() -> dict[tuple[bool, bool, bool], str | None]:
+    """{settings: None if a DDP step with checkpointing on every layer ran, else its error}, measured on 2 gloo ranks.
+
+    Cached for the life of the process: the processes start once per kernel.
+    """
+    scenarios = [
+        Scenario(
+            f"reentrant={r}, find_unused={f}, static_graph={g}",
+            "ddp",
+            checkpointing="full",
+            use_reentrant=r,
+            find_unused_parameters=f,
+            static_graph=g,
+        )
+        for r, f, g in DDP_SETTINGS
+    ]
+    rank0 = run_scenarios(scenarios, ModelSpec(num_layers=2), steps=2, grads=False)[0]
+    return {settings: result["error"] for settings, result in zip(DDP_SETTINGS, rank0, strict=True)}
+
+
+def check_ddp_runs(fn: Callable[[bool, bool, bool], bool]) -> None:
+    """Check `fn(use_reentrant, find_unused_parameters, static_graph) -> bool`: does a DDP step with checkpointing run?
+
+    The truth is measured: all 8 combinations are trained on two gloo processes (a 2-layer tiny Llama whose parameters
+    all get a gradient), once per process.
+    """
+    truth = measured_ddp_runs()
+    for (reentrant, find_unused, static), error in truth.items():
+        got = student_call("which DDP settings run", fn, reentrant, find_unused, static)
+        want = error is None
+        if got is want:
+            continue
+        settings = f"use_reentrant={reentrant}, find_unused_parameters={find_unused}, static_graph={static}"
+        if want:
+            raise CheckFailed(f"{settings}: you predicted a failure, but the step ran on both ranks")
+        raise CheckFailed(f"{settings}: you predicted it runs, but both ranks failed with {error[:70]}...")
+    passed("which DDP settings run")

@@ -7,7 +7,11 @@ import math
 import pytest
 
 from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
-from reference_impl.workbook.checks.distributed import check_hook_and_gather_counts, check_shard_bytes
+from reference_impl.workbook.checks.distributed import (
+    check_ddp_runs,
+    check_hook_and_gather_counts,
+    check_shard_bytes,
+)
 
 
 def right_counts(num_layers, target):
@@ -73,3 +77,33 @@ def test_unfinished_exercises_say_so():
         check_hook_and_gather_counts(unfinished)
     with pytest.raises(ExerciseNotFinished):
         check_shard_bytes(unfinished)
+
+
+def right_ddp_prediction(use_reentrant, find_unused_parameters, static_graph):
+    return not (use_reentrant and find_unused_parameters and not static_graph)
+
+
+def reentrant_always_fails(use_reentrant, find_unused_parameters, static_graph):
+    return not use_reentrant
+
+
+@pytest.mark.slow
+def test_the_right_ddp_prediction_passes_against_two_real_ranks(capsys):
+    check_ddp_runs(right_ddp_prediction)
+    assert capsys.readouterr().out == "✅ which DDP settings run: all checks passed\n"
+
+
+@pytest.mark.slow
+def test_a_wrong_ddp_prediction_names_the_settings_that_ran():
+    with pytest.raises(
+        CheckFailed,
+        match=r"use_reentrant=True, find_unused_parameters=False, static_graph=False: "
+        r"you predicted a failure, but the step ran",
+    ):
+        check_ddp_runs(reentrant_always_fails)
+    with pytest.raises(
+        CheckFailed,
+        match=r"find_unused_parameters=True, static_graph=False: you predicted it runs, "
+        r"but both ranks failed with RuntimeError: Expected to mark a variable ready only once",
+    ):
+        check_ddp_runs(lambda *settings: True)
