@@ -14,6 +14,8 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
+import transformers
+from packaging.version import Version
 
 from reference_impl.workbook.distributed import (
     DDP_SCENARIOS,
@@ -29,6 +31,8 @@ from reference_impl.workbook.distributed import (
 )
 
 pytestmark = pytest.mark.slow
+
+TRANSFORMERS_WRAPS_CALL = Version(transformers.__version__) < Version("5.23")
 
 # DDP averages two half-batch gradients after the backward; the single process sums the whole batch inside each
 # matmul. Same terms, another order of fp32 additions: a few ulps of the gradients (about 3e-8 measured).
@@ -82,7 +86,9 @@ def test_fsdp_hooks_run_twice_when_the_checkpoint_wraps_call_and_once_when_it_wr
     L = spec.num_layers
     for none, call, fwd, theirs in ranks:
         assert [r["error"] for r in (none, call, fwd, theirs)] == [None] * 4
-        assert [r["hook_calls"] for r in (none, call, fwd, theirs)] == [L, 2 * L, L, 2 * L]
+        assert [r["hook_calls"] for r in (none, call, fwd)] == [L, 2 * L, L]
+        # transformers <= 5.22 checkpoints a layer's __call__ (hooks replayed); 5.23 moved it to forward
+        assert theirs["hook_calls"] == (2 * L if TRANSFORMERS_WRAPS_CALL else L)
         # FSDP2 skips its own pre-forward hook during the recompute (it runs in the pre-backward state), so the
         # all-gathers do not double: the root once, then each layer in forward and again in backward.
         assert [r["all_gathers"] for r in (none, call, fwd, theirs)] == [2 * L + 1] * 4
