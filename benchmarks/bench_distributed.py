@@ -36,6 +36,7 @@ from reference_impl.workbook.distributed import (
     FSDP_SCENARIOS,
     ModelSpec,
     Scenario,
+    max_grad_diff,
     predicted_shard_bytes,
     reference_gradients,
     run_scenarios,
@@ -79,12 +80,6 @@ SCENARIOS = [
 ]
 
 
-def max_grad_diff(grads: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> float | None:
-    if not grads:
-        return None
-    return max(float((grads[n].float() - expected[n]).abs().max()) for n in expected)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
@@ -125,7 +120,7 @@ def main() -> None:
         for rank_results in ranks:
             r = rank_results[i]
             grads = r.pop("grads")
-            per_rank.append({**r, "max_grad_diff": max_grad_diff(grads, expected)})
+            per_rank.append({**r, "max_grad_diff": max_grad_diff(grads, expected) if grads else None})
         rows.append({"scenario": dataclasses.asdict(scenario), "per_rank": per_rank})
     model = tiny_llama(spec)
     record = {

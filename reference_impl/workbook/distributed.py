@@ -62,6 +62,7 @@ __all__ = [
     "error_line",
     "fail_on_rank",
     "local_parameter_bytes",
+    "max_grad_diff",
     "predicted_shard_bytes",
     "prune_heads_on_rank",
     "reference_gradients",
@@ -236,6 +237,13 @@ def reference_gradients(
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def max_grad_diff(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """The largest |difference| between two {parameter name: gradient} dicts with the same names."""
+    if grads.keys() != reference.keys():
+        raise KeyError(f"the gradients name different parameters: {sorted(grads.keys() ^ reference.keys())}")
+    return max(float((grads[n].float() - reference[n].float()).abs().max()) for n in reference)
 
 
 def predicted_shard_bytes(model: nn.Module, world_size: int) -> int:

@@ -23,6 +23,7 @@ from reference_impl.workbook.distributed import (
     ModelSpec,
     Scenario,
     fail_on_rank,
+    max_grad_diff,
     predicted_shard_bytes,
     reference_gradients,
     run_ranks,
@@ -37,11 +38,6 @@ TRANSFORMERS_WRAPS_CALL = Version(transformers.__version__) < Version("5.23")
 # DDP averages two half-batch gradients after the backward; the single process sums the whole batch inside each
 # matmul. Same terms, another order of fp32 additions: a few ulps of the gradients (about 3e-8 measured).
 GRAD_ATOL = 1e-6
-
-
-def max_grad_diff(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> float:
-    assert got.keys() == expected.keys()
-    return max(float((got[n] - expected[n]).abs().max()) for n in expected)
 
 
 def assert_no_child_left(port: int | None = None) -> None:
