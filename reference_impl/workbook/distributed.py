@@ -20,8 +20,8 @@ benchmarks/bench_distributed.py.
 # NOTE [ fork or spawn ]
 # "spawn" starts a fresh interpreter per rank that imports torch and transformers again (about 8 s on two busy
 # cores); "fork" copies the parent (about 1 s). Both run the same functions, which live in this module so that a
-# spawned child can import them. The default is "fork" where the platform has it (Linux), else "spawn"; the ranks
-# set one torch thread each, so no OpenMP pool is used across the fork.
+# spawned child can import them. The default is "fork" where the platform has it (Linux) and the device is the CPU,
+# else "spawn" (a CUDA context does not survive a fork); the ranks set one torch thread each.
 """
 
 from __future__ import annotations
@@ -433,7 +433,8 @@ def run_ranks(
         raise ValueError(f"world_size={world_size} must be >= 1")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
-    method = start_method or _default_start_method()
+    # CUDA cannot be used in a forked child of a process that touched it: spawn fresh interpreters for GPUs.
+    method = start_method or ("spawn" if device == "cuda" else _default_start_method())
     store = dist.TCPStore("127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False)
     context = None
     try:
