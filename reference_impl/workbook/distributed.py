@@ -436,31 +436,38 @@ def run_ranks(
     # CUDA cannot be used in a forked child of a process that touched it: spawn fresh interpreters for GPUs.
     method = start_method or ("spawn" if device == "cuda" else _default_start_method())
     store = dist.TCPStore("127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False)
-    context = None
     try:
         with tempfile.TemporaryDirectory(prefix="workbook-ranks-") as folder:
-            context = mp.start_processes(
-                _rank_main,
-                args=(fn, args, world_size, store.port, backend, device, folder, timeout_s),
-                nprocs=world_size,
-                join=False,
-                start_method=method,
-            )
-            deadline = time.monotonic() + timeout_s
+            context = None
             try:
-                with _quiet_spawn_log():
-                    while not context.join(timeout=0.2):
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(
-                                f"the {world_size} ranks did not finish within timeout_s={timeout_s}"
-                            )
-            except ProcessException as failure:
-                raise RuntimeError(_first_failure(Path(folder), failure)) from None
-            return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+                context = mp.start_processes(
+                    _rank_main,
+                    args=(fn, args, world_size, store.port, backend, device, folder, timeout_s),
+                    nprocs=world_size,
+                    join=False,
+                    start_method=method,
+                )
+                _wait(context, time.monotonic() + timeout_s, world_size, timeout_s, Path(folder))
+                return [
+                    torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)
+                ]
+            finally:
+                # children first, then the folder they write to, then the store (its port)
+                if context is not None:
+                    _stop(context.processes)
     finally:
-        if context is not None:
-            _stop(context.processes)
         del store
+
+
+def _wait(context: Any, deadline: float, world_size: int, timeout_s: float, folder: Path) -> None:
+    """Join every rank; a failed rank becomes a RuntimeError naming the first failure, a late one a TimeoutError."""
+    try:
+        with _quiet_spawn_log():
+            while not context.join(timeout=0.2):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the {world_size} ranks did not finish within timeout_s={timeout_s}")
+    except ProcessException as failure:
+        raise RuntimeError(_first_failure(folder, failure)) from None
 
 
 @contextlib.contextmanager
