@@ -17,11 +17,13 @@ benchmarks/bench_distributed.py.
 # happens (a rank raises, a rank hangs past the timeout), `run_ranks` terminates and joins every child it started,
 # closes the store (freeing its port) and removes the folder before it returns or raises.
 
-# NOTE [ fork or spawn ]
-# "spawn" starts a fresh interpreter per rank that imports torch and transformers again (about 8 s on two busy
-# cores); "fork" copies the parent (about 1 s). Both run the same functions, which live in this module so that a
-# spawned child can import them. The default is "fork" where the platform has it (Linux) and the device is the CPU,
-# else "spawn" (a CUDA context does not survive a fork); the ranks set one torch thread each.
+# NOTE [ forkserver, not fork ]
+# "spawn" starts a fresh interpreter per rank that imports torch and transformers again (several seconds per run on
+# two busy cores). "fork" copies the parent, threads' locks included: from a Jupyter kernel (which runs threads of its
+# own) a forked rank can hang. "forkserver" (the default where the platform has it, as on Linux) forks each rank from
+# a small single-threaded server process that has imported this module and transformers' Llama once; the first run
+# pays the server's start, later ones start in about a second. The functions the ranks run live in this module so
+# that the server can import them. The server lives as long as the parent, as multiprocessing's resource tracker does.
 """
 
 from __future__ import annotations
@@ -309,6 +311,10 @@ class FSDPPeakMemory(PeakMemory):
     (`_fsdp_param.free_storage` / `alloc_storage`), which no operator reports to a dispatch mode. While active,
     this mode wraps those two functions and updates the count of the resized storage. Without FSDP it is
     `PeakMemory`.
+
+    Each operation is counted exactly, but across processes one thing is not in our hands: gloo most likely releases a
+    collective's tensors from its own thread, so under load a buffer can be freed an operation later and the peak of
+    a rank can differ by that buffer from run to run.
     """
 
     def __enter__(self) -> FSDPPeakMemory:
@@ -373,8 +379,17 @@ def fail_on_rank(rank: int, world_size: int, device: str, failing_rank: int) -> 
     dist.barrier()  # waits for a rank that never comes, until the parent stops this process
 
 
-def _default_start_method() -> str:
-    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+#: Imported once by the forkserver, so that each rank it forks has them already (missing ones are skipped).
+FORKSERVER_PRELOAD = ["reference_impl.workbook.distributed", "transformers.models.llama.modeling_llama"]
+
+
+def _start_method(device: str, requested: str | None) -> str:
+    method = requested or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if method == "fork" and device == "cuda":
+        raise ValueError("start_method='fork' cannot run CUDA ranks (a CUDA context does not survive a fork)")
+    if method == "forkserver":
+        mp.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+    return method
 
 
 def _rank_main(
@@ -390,6 +405,8 @@ def _rank_main(
 ) -> None:
     """The entry point of every rank: join the process group, run `fn`, write its result, always leave the group."""
     torch.set_num_threads(1)
+    # A forked or spawned child does not inherit a seeded generator reliably: seed per rank, so results repeat.
+    torch.manual_seed(rank)
     # A child's output (warnings, torch's C++ logs) goes to a file, not to the parent's terminal or notebook, where
     # it would arrive in any order, or not at all (a forked Jupyter kernel's streams belong to the parent).
     log = open(Path(folder) / f"rank{rank}.log", "w")  # open for the life of the process
@@ -433,8 +450,7 @@ def run_ranks(
         raise ValueError(f"world_size={world_size} must be >= 1")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
-    # CUDA cannot be used in a forked child of a process that touched it: spawn fresh interpreters for GPUs.
-    method = start_method or ("spawn" if device == "cuda" else _default_start_method())
+    method = _start_method(device, start_method)  # see NOTE [ forkserver, not fork ]
     store = dist.TCPStore("127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False)
     try:
         with tempfile.TemporaryDirectory(prefix="workbook-ranks-") as folder:
@@ -663,7 +679,15 @@ def prune_heads_on_rank(rank: int, world_size: int, device_type: str, wrapper: s
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             config = GPT2Config(
-                n_layer=2, n_embd=16, n_head=4, vocab_size=40, n_positions=16, attn_implementation="eager"
+                n_layer=2,
+                n_embd=16,
+                n_head=4,
+                vocab_size=40,
+                n_positions=16,
+                attn_implementation="eager",
+                resid_pdrop=0.0,  # no dropout: the loss below is the same on every run
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
             )
             return GPT2LMHeadModel(config)
 
