@@ -192,6 +192,46 @@ def _pruning(r: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _distributed(r: dict[str, Any]) -> list[Row]:
+    rows = {row["scenario"]["name"]: row["per_rank"] for row in r["scenarios"]}
+    n, layers = r["world_size"], r["spec"]["num_layers"]
+    where = f"{r['world_size']} {r['backend']} ranks, Llama L={layers} C={r['spec']['hidden_size']}"
+    none, call, fwd = (
+        rows["FSDP2, no checkpointing"],
+        rows["FSDP2, checkpoint wraps __call__"],
+        rows["FSDP2, checkpoint wraps forward"],
+    )
+    fixes = [name for name in rows if name.startswith("DDP, ") and "no checkpointing" not in name]
+    failed = [name for name in fixes if rows[name][0]["error"]]
+    worked = [rows[name][0] for name in fixes if not rows[name][0]["error"]]
+    shard_ok = all(rank["param_bytes"] == r["predicted"]["param_bytes_per_rank_fsdp"] for rank in none)
+    return [
+        (
+            f"FSDP2 checkpointing, {where}: hook calls / all-gathers per step, __call__ vs forward",
+            f"{call[0]['hook_calls']} / {call[0]['all_gathers']} vs {fwd[0]['hook_calls']} / {fwd[0]['all_gathers']}",
+            "forward: hooks once per layer (L)",
+            _verdict(fwd[0]["hook_calls"] == layers and call[0]["hook_calls"] == 2 * layers),
+        ),
+        (
+            f"FSDP2 per-rank memory, {where}: parameters held; exact step peak KiB, none -> checkpointed",
+            f"{none[0]['param_bytes'] / 1024:.1f} KiB (1/{n}); {none[0]['peak_bytes'] / 1024:.1f} -> "
+            f"{fwd[0]['peak_bytes'] / 1024:.1f}",
+            "parameters = ceil(rows / N) prediction; peak lower with checkpointing",
+            _verdict(shard_ok and fwd[0]["peak_bytes"] < none[0]["peak_bytes"]),
+        ),
+        (
+            f"DDP + checkpointing, {where}: configurations that fail / run (max grad gap to one process)",
+            f"{len(failed)} fail ({'; '.join(failed)}) / {len(worked)} run "
+            f"({max(w['max_grad_diff'] for w in worked):.1e})",
+            "only reentrant + find_unused_parameters fails; grads within 1e-6",
+            _verdict(
+                failed == ["DDP, reentrant + find_unused_parameters"]
+                and max(w["max_grad_diff"] for w in worked) <= 1e-6
+            ),
+        ),
+    ]
+
+
 EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "conv1d": _conv1d,
     "chunking": _chunking,
@@ -200,6 +240,7 @@ EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "rope": _rope,
     "attention": _attention,
     "pruning": _pruning,
+    "distributed": _distributed,
 }
 
 

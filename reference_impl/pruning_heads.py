@@ -225,6 +225,37 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
     return plan
 
 
+def _refuse_distributed(model: nn.Module) -> None:
+    """Raise TypeError for a model wrapped by DDP or sharded by FSDP: its heads must be pruned before wrapping.
+
+    `DistributedDataParallel` registered every parameter in its gradient buckets, and `fully_shard` replaced them
+    by flat shards (DTensors) spread over the ranks; cutting rows out of them afterwards would leave those holding
+    the old parameters. Taught in lessons/07_distributed_checkpointing.ipynb.
+    """
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        inner, wrapper = type(model.module), "DistributedDataParallel"
+    elif any(isinstance(m, FSDPModule) for m in model.modules()) or any(
+        isinstance(p, DTensor) for p in model.parameters()
+    ):
+        # fully_shard swaps the class for a subclass named FSDP<class>; name the model's own class
+        inner = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+        wrapper = "FSDP (fully_shard: FSDPModule / DTensor parameters)"
+    else:
+        return
+    raise TypeError(
+        f"prune_heads got a {inner.__name__} wrapped by {wrapper}: its parameters are already bucketed or "
+        "sharded across processes, so pruning now would leave the wrapper holding the old ones. Prune the plain "
+        "model first, on every rank, then wrap it: prune_heads(model, heads); model = DistributedDataParallel(model) "
+        "(or fully_shard(model))"
+    )
+
+
 def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -> None:
     """Remove attention heads from a GPT-2, BERT or (multi-head) Llama model of transformers 4.x or 5.x, in
     place.
@@ -244,8 +275,10 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
         ValueError: unsupported architecture; grouped-query Llama; a head listed twice; every head of a layer
             would go.
         IndexError: a layer or head number out of range (negative included).
-        TypeError: a layer or head that is not an int.
+        TypeError: a layer or head that is not an int; a model wrapped by DistributedDataParallel or sharded by
+            FSDP (prune before wrapping; ours only, transformers 4.x fails with an AttributeError on the wrapper).
     """
+    _refuse_distributed(model)
     plan = _validated(model, heads_to_prune)
     modules = attention_modules(model)
     prune_one = _PRUNERS[_model_type(model)]

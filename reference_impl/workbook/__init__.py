@@ -10,6 +10,7 @@ modules:
 - `student`, `notebooks`, `lab`, `envcheck`: command-line tools (student copies, the executor, the JupyterLab
   launcher, the environment check), each run with `python -m reference_impl.workbook.<name>`;
 - `rope_plots`, `pruning_experiment`: figure code and the tiny trained task model of lessons 04 and 05;
+- `distributed`: N `torch.distributed` ranks (gloo or NCCL) running DDP / FSDP2 scenarios for lesson 07;
 - `paths`: where the checkout's lessons/ and benchmarks/results/ are;
 - `tiny`: transformers' configs at toy sizes for tests, benchmarks and lessons (`tiny_gpt2_config`, ...);
 - `progress`: tqdm bars for the loops a person waits on (only when stderr is a terminal).

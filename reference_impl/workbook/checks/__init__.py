@@ -43,6 +43,11 @@ from reference_impl.workbook.checks.conv1d import (
     check_forward_bytes,
     check_split_c_attn,
 )
+from reference_impl.workbook.checks.distributed import (
+    check_ddp_runs,
+    check_hook_and_gather_counts,
+    check_shard_bytes,
+)
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
     check_kept_indices,
@@ -68,6 +73,7 @@ __all__ = [
     "check_checkpointed_loss",
     "check_conv1d_forward",
     "check_conv1d_to_linear",
+    "check_ddp_runs",
     "check_dynamic_ntk_prediction",
     "check_fastest_under_budget",
     "check_find_untransposed",
@@ -75,6 +81,7 @@ __all__ = [
     "check_forward_bytes",
     "check_gpt2_layout_copy",
     "check_heads_to_prune",
+    "check_hook_and_gather_counts",
     "check_kept_indices",
     "check_kept_prediction",
     "check_length_plan",
@@ -92,6 +99,7 @@ __all__ = [
     "check_prune_linear",
     "check_rescored_order",
     "check_row_sums",
+    "check_shard_bytes",
     "check_sliding_window_mask",
     "check_split_c_attn",
     "check_surviving_c_attn_columns",
