@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -56,6 +56,10 @@ from torch.multiprocessing.spawn import ProcessException
 
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
 from reference_impl.workbook.measure import PeakMemory
+from reference_impl.workbook.tiny import tiny_gpt2_config, tiny_llama_config
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
 
 __all__ = [
     "DDP_SCENARIOS",
@@ -193,14 +197,16 @@ def _our_layer_class() -> type[nn.Module]:
 _OUR_LAYER: type[nn.Module] | None = None
 
 
-def tiny_llama(spec: ModelSpec = ModelSpec(), layers: str = "ours") -> nn.Module:
+def tiny_llama(spec: ModelSpec = ModelSpec(), layers: str = "ours") -> LlamaForCausalLM:
     """A seeded tiny `LlamaForCausalLM`; with layers="ours" its decoder layers are our checkpointable ones.
 
     Both choices hold bitwise the same weights (built from the same seed), so their gradients can be compared.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    # Every size of tiny_llama_config is set here; attn_implementation is a keyword the config's __init__
+    # takes through **kwargs, which its typed signature does not show.
+    config = tiny_llama_config(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -247,7 +253,15 @@ def reference_gradients(
     ids = global_batch(spec, world_size)
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
-    return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: _gradient(n, p).detach().clone() for n, p in model.named_parameters()}
+
+
+def _gradient(name: str, parameter: nn.Parameter) -> torch.Tensor:
+    """The parameter's whole gradient (gathered from a DTensor's shards); every parameter must have one."""
+    grad = parameter.grad
+    if grad is None:
+        raise RuntimeError(f"parameter {name!r} got no gradient in the step")
+    return grad.full_tensor() if hasattr(grad, "full_tensor") else grad
 
 
 def max_grad_diff(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -561,7 +575,7 @@ class StepResult:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _wrap(model: nn.Module, scenario: Scenario, device: torch.device) -> nn.Module:
+def _wrap(model: LlamaForCausalLM, scenario: Scenario, device: torch.device) -> nn.Module:
     if scenario.parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -624,7 +638,8 @@ def run_scenario_on_rank(
         else torch.device("cpu")
     )
     result = StepResult(scenario.name)
-    model = tiny_llama(spec, scenario.layers).to(device)
+    # transformers wraps PreTrainedModel.to in a decorator whose stub takes the model as its first argument.
+    model = tiny_llama(spec, scenario.layers).to(device)  # type: ignore[arg-type]
     if scenario.checkpointing is not None:
         set_gradient_checkpointing(
             model,
@@ -662,10 +677,7 @@ def run_scenario_on_rank(
         result.loss, result.hook_calls, result.all_gathers = float(loss), calls[0], gathers[0]
         result.param_bytes = local_parameter_bytes(model)
         if grads:
-            result.grads = {
-                _strip(n): (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().cpu()
-                for n, p in wrapped.named_parameters()
-            }
+            result.grads = {_strip(n): _gradient(n, p).detach().cpu() for n, p in wrapped.named_parameters()}
         if rounds:
             seconds = []
             for _ in range(rounds):
@@ -692,14 +704,14 @@ def prune_heads_on_rank(rank: int, world_size: int, device_type: str, wrapper: s
     the wrapped model, "heads_pruned_first": heads per layer of the model pruned before wrapping, "loss": its
     loss}.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     from reference_impl.pruning_heads import head_counts, prune_heads
 
     def tiny_gpt2() -> GPT2LMHeadModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            config = GPT2Config(
+            config = tiny_gpt2_config(
                 n_layer=2,
                 n_embd=16,
                 n_head=4,

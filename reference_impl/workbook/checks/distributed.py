@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 
 import torch
@@ -118,7 +117,7 @@ def check_shard_bytes(fn: Callable[[nn.Module, int], int]) -> None:
 
 
 #: (use_reentrant, find_unused_parameters, static_graph), in the order the check asks about them.
-DDP_SETTINGS = tuple(itertools.product((False, True), repeat=3))
+DDP_SETTINGS = tuple((r, f, g) for r in (False, True) for f in (False, True) for g in (False, True))
 
 
 @functools.cache
@@ -157,7 +156,7 @@ def check_ddp_runs(fn: Callable[[bool, bool, bool], bool]) -> None:
         if got is want:
             continue
         settings = f"use_reentrant={reentrant}, find_unused_parameters={find_unused}, static_graph={static}"
-        if want:
+        if error is None:
             raise CheckFailed(f"{settings}: you predicted a failure, but the step ran on both ranks")
         raise CheckFailed(f"{settings}: you predicted it runs, but both ranks failed with {error[:70]}...")
     passed("which DDP settings run")
