@@ -1,23 +1,29 @@
-"""Checkpointing under DDP and FSDP2 on N processes: per-rank peak, step time, hook calls and all-gathers per step.
+"""Checkpointing under DDP and FSDP2 on N processes: per-rank peak, step time, hook calls and all-gathers per
+step.
 
-    python benchmarks/bench_distributed.py                                   # 2 gloo ranks on the CPU, tiny Llama
+    # 2 gloo ranks on the CPU, tiny Llama:
+    python benchmarks/bench_distributed.py
+    # N GPUs (one rank per GPU):
     python benchmarks/bench_distributed.py --backend nccl --device cuda --model small --autocast-bf16 \\
-        --out benchmarks/results/distributed_gpu.json                          # N GPUs (one rank per GPU)
+        --out benchmarks/results/distributed_gpu.json
 
-Every scenario (`SCENARIOS`) trains the same seeded tiny `LlamaForCausalLM` (reference_impl.workbook.distributed)
-for three warm-up steps (DDP rebuilds its buckets once, in the second or, with static_graph, the third), one counted step and `--rounds` timed steps, on every rank; per rank it records
+Every scenario (`SCENARIOS`) trains the same seeded tiny `LlamaForCausalLM`
+(reference_impl.workbook.distributed) for three warm-up steps (DDP rebuilds its buckets once, in the second
+or, with static_graph, the third), one counted step and `--rounds` timed steps, on every rank; per rank it
+records
 - `peak_bytes`: the exact peak of tensor bytes alive during the counted step (CPU: `FSDPPeakMemory`, which is
-  `PeakMemory` that also sees FSDP2 free and re-allocate unsharded parameters; CUDA: `torch.cuda.max_memory_allocated`
-  above what was allocated before the step). Parameters that exist before the step are not counted on the CPU;
-  `param_bytes` is what the rank holds of them (FSDP2: its shards);
-- `seconds`: the median time of the timed steps (CPU figures on 2 shared cores are noisy; read them as ratios);
+  `PeakMemory` that also sees FSDP2 free and re-allocate unsharded parameters; CUDA:
+  `torch.cuda.max_memory_allocated` above what was allocated before the step). Parameters that exist before
+  the step are not counted on the CPU; `param_bytes` is what the rank holds of them (FSDP2: its shards);
+- `seconds`: the median time of the timed steps (CPU figures on 2 shared cores are noisy; read them as
+  ratios);
 - `hook_calls`: calls of a counting pre-forward hook registered on each decoder layer, in the counted step;
 - `all_gathers`: all-gather collectives issued in the counted step (`count_all_gathers`: calls of
-  `torch.distributed.all_gather_single` / `all_gather_into_tensor`, which FSDP2 issues once per `fully_shard` group
-  it unshards; DDP issues none, it all-reduces gradients);
+  `torch.distributed.all_gather_single` / `all_gather_into_tensor`, which FSDP2 issues once per `fully_shard`
+  group it unshards; DDP issues none, it all-reduces gradients);
 - `error`: the exception type and first line, when the step failed (DDP + reentrant + find_unused_parameters);
-and `max_grad_diff`: the largest gap between the rank's (gathered) gradients and one single-process step on the
-whole global batch. The GPU run is a separate issue; with --device cuda each rank uses GPU `rank % count`.
+and `max_grad_diff`: the largest gap between the rank's (gathered) gradients and one single-process step on
+the whole global batch. The GPU run is a separate issue; with --device cuda each rank uses GPU `rank % count`.
 A mesh of one process (--world-size 1) issues no all-gather at all.
 """
 
@@ -145,7 +151,8 @@ def main() -> None:
     for row in rows:
         r0 = row["per_rank"][0]
         what = r0["error"] or (
-            f"peak {r0['peak_bytes'] / 1024:.1f} KiB, {r0['seconds'] * 1e3:.1f} ms, hooks {r0['hook_calls']}, "
+            f"peak {r0['peak_bytes'] / 1024:.1f} KiB, {r0['seconds'] * 1e3:.1f} ms, "
+            f"hooks {r0['hook_calls']}, "
             f"all-gathers {r0['all_gathers']}, max |dgrad| {r0['max_grad_diff']:.1e}"
         )
         print(f"{row['scenario']['name']:<55} {what}")

@@ -208,7 +208,8 @@ def _distributed(r: dict[str, Any]) -> list[Row]:
     return [
         (
             f"FSDP2 checkpointing, {where}: hook calls / all-gathers per step, __call__ vs forward",
-            f"{call[0]['hook_calls']} / {call[0]['all_gathers']} vs {fwd[0]['hook_calls']} / {fwd[0]['all_gathers']}",
+            f"{call[0]['hook_calls']} / {call[0]['all_gathers']} vs "
+            f"{fwd[0]['hook_calls']} / {fwd[0]['all_gathers']}",
             "forward: hooks once per layer (L)",
             _verdict(fwd[0]["hook_calls"] == layers and call[0]["hook_calls"] == 2 * layers),
         ),

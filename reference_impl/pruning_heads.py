@@ -226,11 +226,12 @@ def _validated(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) ->
 
 
 def _refuse_distributed(model: nn.Module) -> None:
-    """Raise TypeError for a model wrapped by DDP or sharded by FSDP: its heads must be pruned before wrapping.
+    """Raise TypeError for a model wrapped by DDP or sharded by FSDP: its heads must be pruned before
+    wrapping.
 
-    `DistributedDataParallel` registered every parameter in its gradient buckets, and `fully_shard` replaced them
-    by flat shards (DTensors) spread over the ranks; cutting rows out of them afterwards would leave those holding
-    the old parameters. Taught in lessons/07_distributed_checkpointing.ipynb.
+    `DistributedDataParallel` registered every parameter in its gradient buckets, and `fully_shard` replaced
+    them by flat shards (DTensors) spread over the ranks; cutting rows out of them afterwards would leave
+    those holding the old parameters. Taught in lessons/07_distributed_checkpointing.ipynb.
     """
     if not torch.distributed.is_available():
         return
@@ -250,8 +251,9 @@ def _refuse_distributed(model: nn.Module) -> None:
         return
     raise TypeError(
         f"prune_heads got a {inner.__name__} wrapped by {wrapper}: its parameters are already bucketed or "
-        "sharded across processes, so pruning now would leave the wrapper holding the old ones. Prune the plain "
-        "model first, on every rank, then wrap it: prune_heads(model, heads); model = DistributedDataParallel(model) "
+        "sharded across processes, so pruning now would leave the wrapper holding the old ones. "
+        "Prune the plain model first, on every rank, then wrap it: prune_heads(model, heads); "
+        "model = DistributedDataParallel(model) "
         "(or fully_shard(model))"
     )
 
@@ -275,8 +277,9 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
         ValueError: unsupported architecture; grouped-query Llama; a head listed twice; every head of a layer
             would go.
         IndexError: a layer or head number out of range (negative included).
-        TypeError: a layer or head that is not an int; a model wrapped by DistributedDataParallel or sharded by
-            FSDP (prune before wrapping; ours only, transformers 4.x fails with an AttributeError on the wrapper).
+        TypeError: a layer or head that is not an int; a model wrapped by DistributedDataParallel or
+            sharded by FSDP (prune before wrapping; ours only, transformers 4.x fails with an AttributeError
+            on the wrapper).
     """
     _refuse_distributed(model)
     plan = _validated(model, heads_to_prune)

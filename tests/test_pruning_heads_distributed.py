@@ -1,4 +1,5 @@
-"""`prune_heads` on a distributed model: refused once wrapped by DDP or FSDP2, fine when pruned before wrapping.
+"""`prune_heads` on a distributed model: refused once wrapped by DDP or FSDP2, fine when pruned before
+wrapping.
 
 Runs on two gloo processes started by reference_impl.workbook.distributed.run_ranks (marker `slow`).
 """

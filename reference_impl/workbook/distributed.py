@@ -1,29 +1,33 @@
 """Checkpointing and pruning on more than one process: DDP and FSDP2 on `torch.distributed` itself.
 
-Not a re-implementation of transformers: the workbook's harness for running our `set_gradient_checkpointing` (and
-transformers' own layers) under `DistributedDataParallel` and `fully_shard` on N processes, and for bringing back
-what each rank saw. Taught in lessons/07_distributed_checkpointing.ipynb; measured by
+Not a re-implementation of transformers: the workbook's harness for running our `set_gradient_checkpointing`
+(and transformers' own layers) under `DistributedDataParallel` and `fully_shard` on N processes, and for
+bringing back what each rank saw. Taught in lessons/07_distributed_checkpointing.ipynb; measured by
 benchmarks/bench_distributed.py.
 
-    results = run_scenarios([Scenario("fsdp, __call__", "fsdp", checkpointing="full", checkpoint_target="__call__")])
+    results = run_scenarios(
+        [Scenario("fsdp, __call__", "fsdp", checkpointing="full", checkpoint_target="__call__")]
+    )
     results[rank][0]["hook_calls"]    # pre-forward hook calls on the decoder layers in one step
 
 # NOTE [ How the ranks are started and stopped ]
-# The parent process holds the rendezvous: a `torch.distributed.TCPStore` server bound to port 0, so the operating
-# system picks a free port (no fixed port, no race between choosing a port and binding it). The ranks are started
-# by `torch.multiprocessing.start_processes` and join that store as clients. Each rank writes what it measured to a
-# file in a temporary folder (a spawned process's stderr does not reach a notebook reliably, and a queue can block a
-# child on exit until the parent reads it); the parent reads the files after every rank has exited. Whatever
-# happens (a rank raises, a rank hangs past the timeout), `run_ranks` terminates and joins every child it started,
-# closes the store (freeing its port) and removes the folder before it returns or raises.
+# The parent process holds the rendezvous: a `torch.distributed.TCPStore` server bound to port 0, so the
+# operating system picks a free port (no fixed port, no race between choosing a port and binding it). The
+# ranks are started by `torch.multiprocessing.start_processes` and join that store as clients. Each rank
+# writes what it measured to a file in a temporary folder (a spawned process's stderr does not reach a
+# notebook reliably, and a queue can block a child on exit until the parent reads it); the parent reads the
+# files after every rank has exited. Whatever happens (a rank raises, a rank hangs past the timeout),
+# `run_ranks` terminates and joins every child it started, closes the store (freeing its port) and removes the
+# folder before it returns or raises.
 
 # NOTE [ forkserver, not fork ]
-# "spawn" starts a fresh interpreter per rank that imports torch and transformers again (several seconds per run on
-# two busy cores). "fork" copies the parent, threads' locks included: from a Jupyter kernel (which runs threads of its
-# own) a forked rank can hang. "forkserver" (the default where the platform has it, as on Linux) forks each rank from
-# a small single-threaded server process that has imported this module and transformers' Llama once; the first run
-# pays the server's start, later ones start in about a second. The functions the ranks run live in this module so
-# that the server can import them. The server lives as long as the parent, as multiprocessing's resource tracker does.
+# "spawn" starts a fresh interpreter per rank that imports torch and transformers again (several seconds per
+# run on two busy cores). "fork" copies the parent, threads' locks included: from a Jupyter kernel (which runs
+# threads of its own) a forked rank can hang. "forkserver" (the default where the platform has it, as on
+# Linux) forks each rank from a small single-threaded server process that has imported this module and
+# transformers' Llama once; the first run pays the server's start, later ones start in about a second. The
+# functions the ranks run live in this module so that the server can import them. The server lives as long as
+# the parent, as multiprocessing's resource tracker does.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -52,6 +56,10 @@ from torch.multiprocessing.spawn import ProcessException
 
 from reference_impl.checkpointing import GradientCheckpointingLayer, set_gradient_checkpointing
 from reference_impl.workbook.measure import PeakMemory
+from reference_impl.workbook.tiny import tiny_gpt2_config, tiny_llama_config
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
 
 __all__ = [
     "DDP_SCENARIOS",
@@ -73,7 +81,8 @@ __all__ = [
     "tiny_llama",
 ]
 
-#: How a scenario wraps the model: `DistributedDataParallel` or `fully_shard` on every decoder layer and the root.
+#: How a scenario wraps the model: `DistributedDataParallel` or `fully_shard` on every decoder layer and
+#: the root.
 PARALLEL_KINDS = ("ddp", "fsdp")
 
 
@@ -81,7 +90,8 @@ PARALLEL_KINDS = ("ddp", "fsdp")
 class ModelSpec:
     """A tiny Llama (transformers' `LlamaForCausalLM` from a `LlamaConfig`) and the batch each rank trains on.
 
-    C = hidden_size, L = num_layers, T = seq_len, B = batch_per_rank (the global batch is B * world_size rows).
+    C = hidden_size, L = num_layers, T = seq_len, B = batch_per_rank (the global batch is B * world_size
+    rows).
     """
 
     num_layers: int = 4
@@ -101,7 +111,8 @@ class Scenario:
 
     Args:
         name: a label for tables and figures.
-        parallel: "ddp" (`DistributedDataParallel`) or "fsdp" (`fully_shard` per decoder layer, then the root).
+        parallel: "ddp" (`DistributedDataParallel`) or "fsdp" (`fully_shard` per decoder layer, then the
+            root).
         layers: "ours" (decoder layers that are also our `GradientCheckpointingLayer`) or "transformers" (the
             installed release's own `LlamaDecoderLayer`: on 5.22 its checkpoint wraps `__call__`).
         checkpointing: None, "full" (every layer) or "sqrt" (segments of round(sqrt(L)) layers).
@@ -151,7 +162,8 @@ DDP_SCENARIOS = (
     Scenario("no checkpointing", "ddp"),
 )
 
-#: FSDP2 without checkpointing, with our checkpoint around __call__ and around forward, and transformers' own layers.
+#: FSDP2 without checkpointing, with our checkpoint around __call__ and around forward, and transformers'
+#: own layers.
 FSDP_SCENARIOS = (
     Scenario("no checkpointing", "fsdp"),
     Scenario("checkpoint wraps __call__", "fsdp", checkpointing="full", checkpoint_target="__call__"),
@@ -160,7 +172,7 @@ FSDP_SCENARIOS = (
 )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The model
 
 
@@ -185,14 +197,16 @@ def _our_layer_class() -> type[nn.Module]:
 _OUR_LAYER: type[nn.Module] | None = None
 
 
-def tiny_llama(spec: ModelSpec = ModelSpec(), layers: str = "ours") -> nn.Module:
+def tiny_llama(spec: ModelSpec = ModelSpec(), layers: str = "ours") -> LlamaForCausalLM:
     """A seeded tiny `LlamaForCausalLM`; with layers="ours" its decoder layers are our checkpointable ones.
 
     Both choices hold bitwise the same weights (built from the same seed), so their gradients can be compared.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    # Every size of tiny_llama_config is set here; attn_implementation is a keyword the config's __init__
+    # takes through **kwargs, which its typed signature does not show.
+    config = tiny_llama_config(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -233,12 +247,21 @@ def _strip(name: str) -> str:
 def reference_gradients(
     spec: ModelSpec = ModelSpec(), world_size: int = 2, layers: str = "ours"
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    """(loss, {parameter name: gradient}) of one single-process step on the whole global batch, no checkpointing."""
+    """(loss, {parameter name: gradient}) of one single-process step on the whole global batch, no
+    checkpointing."""
     model = tiny_llama(spec, layers)
     ids = global_batch(spec, world_size)
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
-    return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: _gradient(n, p).detach().clone() for n, p in model.named_parameters()}
+
+
+def _gradient(name: str, parameter: nn.Parameter) -> torch.Tensor:
+    """The parameter's whole gradient (gathered from a DTensor's shards); every parameter must have one."""
+    grad = parameter.grad
+    if grad is None:
+        raise RuntimeError(f"parameter {name!r} got no gradient in the step")
+    return grad.full_tensor() if hasattr(grad, "full_tensor") else grad
 
 
 def max_grad_diff(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -261,7 +284,8 @@ def predicted_shard_bytes(model: nn.Module, world_size: int) -> int:
 
 
 def local_parameter_bytes(model: nn.Module) -> int:
-    """Bytes of parameter storage this rank holds (the local shard of a DTensor parameter, padding included)."""
+    """Bytes of parameter storage this rank holds (the local shard of a DTensor parameter, padding
+    included)."""
     total = 0
     for p in model.parameters():
         local = p.to_local() if hasattr(p, "to_local") else p
@@ -269,7 +293,7 @@ def local_parameter_bytes(model: nn.Module) -> int:
     return total
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # What is counted in a step
 
 
@@ -277,11 +301,12 @@ def local_parameter_bytes(model: nn.Module) -> int:
 def count_all_gathers() -> Iterator[list[int]]:
     """Count the all-gather collectives issued while the block runs; yields a one-element list [count].
 
-    What is counted: every call of `torch.distributed.all_gather_single` (the collective FSDP2 issues, once per
-    `fully_shard` group it unshards, through `dist.all_gather_single` looked up at call time) and of
-    `all_gather_into_tensor` (what older FSDP2 releases called). One call gathers all the parameters of one group
-    (a decoder layer, or the root's embedding, norm and head), so the count is "groups unsharded". A group that is
-    already unsharded is not gathered again, and a mesh of one process issues no collective at all.
+    What is counted: every call of `torch.distributed.all_gather_single` (the collective FSDP2 issues, once
+    per `fully_shard` group it unshards, through `dist.all_gather_single` looked up at call time) and of
+    `all_gather_into_tensor` (what older FSDP2 releases called). One call gathers all the parameters of one
+    group (a decoder layer, or the root's embedding, norm and head), so the count is "groups unsharded". A
+    group that is already unsharded is not gathered again, and a mesh of one process issues no collective at
+    all.
     """
     count = [0]
     patched = {}
@@ -307,14 +332,14 @@ def count_all_gathers() -> Iterator[list[int]]:
 class FSDPPeakMemory(PeakMemory):
     """`PeakMemory` that also sees FSDP2 free and re-allocate its unsharded parameters.
 
-    FSDP2 frees an unsharded parameter by resizing its storage to 0 bytes and re-allocates it by resizing it back
-    (`_fsdp_param.free_storage` / `alloc_storage`), which no operator reports to a dispatch mode. While active,
-    this mode wraps those two functions and updates the count of the resized storage. Without FSDP it is
-    `PeakMemory`.
+    FSDP2 frees an unsharded parameter by resizing its storage to 0 bytes and re-allocates it by resizing it
+    back (`_fsdp_param.free_storage` / `alloc_storage`), which no operator reports to a dispatch mode. While
+    active, this mode wraps those two functions and updates the count of the resized storage. Without FSDP it
+    is `PeakMemory`.
 
-    Each operation is counted exactly, but across processes one thing is not in our hands: gloo most likely releases a
-    collective's tensors from its own thread, so under load a buffer can be freed an operation later and the peak of
-    a rank can differ by that buffer from run to run.
+    Each operation is counted exactly, but across processes one thing is not in our hands: gloo most likely
+    releases a collective's tensors from its own thread, so under load a buffer can be freed an operation
+    later and the peak of a rank can differ by that buffer from run to run.
     """
 
     def __enter__(self) -> FSDPPeakMemory:
@@ -356,12 +381,13 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[0] if message else ''}"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Starting ranks
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago (bound to port 0, then released). `run_ranks` needs none of this."""
+    """A TCP port that was free a moment ago (bound to port 0, then released). `run_ranks` needs none of
+    this."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -403,12 +429,15 @@ def _rank_main(
     folder: str,
     timeout_s: float,
 ) -> None:
-    """The entry point of every rank: join the process group, run `fn`, write its result, always leave the group."""
+    """The entry point of every rank: join the process group, run `fn`, write its result, always leave the
+    group."""
     torch.set_num_threads(1)
-    # A forked or spawned child does not inherit a seeded generator reliably: seed per rank, so results repeat.
+    # A forked or spawned child does not inherit a seeded generator reliably: seed per rank, so results
+    # repeat.
     torch.manual_seed(rank)
-    # A child's output (warnings, torch's C++ logs) goes to a file, not to the parent's terminal or notebook, where
-    # it would arrive in any order, or not at all (a forked Jupyter kernel's streams belong to the parent).
+    # A child's output (warnings, torch's C++ logs) goes to a file, not to the parent's terminal or notebook,
+    # where it would arrive in any order, or not at all (a forked Jupyter kernel's streams belong to the
+    # parent).
     log = open(Path(folder) / f"rank{rank}.log", "w")  # open for the life of the process
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
@@ -423,7 +452,8 @@ def _rank_main(
         result = fn(rank, world_size, device, *args)
         torch.save(result, Path(folder) / f"rank{rank}.pt")
     except BaseException as error:
-        # When one rank fails, the others fail next (their peer is gone); the time tells the parent who was first.
+        # When one rank fails, the others fail next (their peer is gone); the time tells the parent who was
+        # first.
         (Path(folder) / f"rank{rank}.error").write_text(f"{time.time()!r} {error_line(error)}")
         raise
     finally:
@@ -439,12 +469,13 @@ def run_ranks(
     timeout_s: float = 120.0,
     start_method: str | None = None,
 ) -> list[Any]:
-    """Run `fn(rank, world_size, device, *args)` on `world_size` processes in one process group; return each result.
+    """Run `fn(rank, world_size, device, *args)` on `world_size` processes in one process group; return each
+    result.
 
     `fn` must be a module-level function (a spawned child imports it). Its result is saved with `torch.save`.
-    See NOTE [ How the ranks are started and stopped ]: the children are always terminated and joined, the port
-    freed and the temporary folder removed, also when a rank raises (RuntimeError with the rank's error) or the
-    run passes `timeout_s` (TimeoutError).
+    See NOTE [ How the ranks are started and stopped ]: the children are always terminated and joined, the
+    port freed and the temporary folder removed, also when a rank raises (RuntimeError with the rank's error)
+    or the run passes `timeout_s` (TimeoutError).
     """
     if world_size < 1:
         raise ValueError(f"world_size={world_size} must be >= 1")
@@ -476,7 +507,8 @@ def run_ranks(
 
 
 def _wait(context: Any, deadline: float, world_size: int, timeout_s: float, folder: Path) -> None:
-    """Join every rank; a failed rank becomes a RuntimeError naming the first failure, a late one a TimeoutError."""
+    """Join every rank; a failed rank becomes a RuntimeError naming the first failure, a late one a
+    TimeoutError."""
     try:
         with _quiet_spawn_log():
             while not context.join(timeout=0.2):
@@ -488,7 +520,8 @@ def _wait(context: Any, deadline: float, world_size: int, timeout_s: float, fold
 
 @contextlib.contextmanager
 def _quiet_spawn_log() -> Iterator[None]:
-    """Silence torch.multiprocessing's "Terminating process ... via SIGTERM" while we join: we report the failure."""
+    """Silence torch.multiprocessing's "Terminating process ... via SIGTERM" while we join: we report the
+    failure."""
     logger = logging.getLogger("torch.multiprocessing.spawn")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -523,7 +556,7 @@ def _stop(processes: Sequence[Any]) -> None:
             process.join()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # One training step per scenario, on every rank
 
 
@@ -542,7 +575,7 @@ class StepResult:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _wrap(model: nn.Module, scenario: Scenario, device: torch.device) -> nn.Module:
+def _wrap(model: LlamaForCausalLM, scenario: Scenario, device: torch.device) -> nn.Module:
     if scenario.parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -592,12 +625,12 @@ def run_scenario_on_rank(
 ) -> StepResult:
     """Build, wrap and train the tiny Llama on this rank's rows of the global batch, and measure one step.
 
-    `steps` steps run; the first `steps - 1` warm up (FSDP2 initialises lazily in its first forward), the last is
-    counted: pre-forward hook calls on the decoder layers, all-gathers (`count_all_gathers`), the exact peak of
-    tensor bytes (`FSDPPeakMemory` on CPU; `torch.cuda.max_memory_allocated` on CUDA). Then `rounds` more steps are
-    timed without any counting (the counting modes slow a step down); `seconds` is their median, or the counted
-    step's time when rounds=0. An error in a step is caught and returned as `error` (type and first line), so both
-    ranks report it and the next scenario still runs.
+    `steps` steps run; the first `steps - 1` warm up (FSDP2 initialises lazily in its first forward), the last
+    is counted: pre-forward hook calls on the decoder layers, all-gathers (`count_all_gathers`), the exact
+    peak of tensor bytes (`FSDPPeakMemory` on CPU; `torch.cuda.max_memory_allocated` on CUDA). Then `rounds`
+    more steps are timed without any counting (the counting modes slow a step down); `seconds` is their
+    median, or the counted step's time when rounds=0. An error in a step is caught and returned as `error`
+    (type and first line), so both ranks report it and the next scenario still runs.
     """
     device = (
         torch.device(device_type, torch.cuda.current_device())
@@ -605,7 +638,8 @@ def run_scenario_on_rank(
         else torch.device("cpu")
     )
     result = StepResult(scenario.name)
-    model = tiny_llama(spec, scenario.layers).to(device)
+    # transformers wraps PreTrainedModel.to in a decorator whose stub takes the model as its first argument.
+    model = tiny_llama(spec, scenario.layers).to(device)  # type: ignore[arg-type]
     if scenario.checkpointing is not None:
         set_gradient_checkpointing(
             model,
@@ -643,10 +677,7 @@ def run_scenario_on_rank(
         result.loss, result.hook_calls, result.all_gathers = float(loss), calls[0], gathers[0]
         result.param_bytes = local_parameter_bytes(model)
         if grads:
-            result.grads = {
-                _strip(n): (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().cpu()
-                for n, p in wrapped.named_parameters()
-            }
+            result.grads = {_strip(n): _gradient(n, p).detach().cpu() for n, p in wrapped.named_parameters()}
         if rounds:
             seconds = []
             for _ in range(rounds):
@@ -666,19 +697,21 @@ def run_scenario_on_rank(
 
 
 def prune_heads_on_rank(rank: int, world_size: int, device_type: str, wrapper: str) -> dict[str, Any]:
-    """Try `prune_heads` on a tiny GPT-2 wrapped by DDP or FSDP2, then prune a plain one before wrapping and train.
+    """Try `prune_heads` on a tiny GPT-2 wrapped by DDP or FSDP2, then prune a plain one before wrapping and
+    train.
 
-    Returns {"refused": the error line (or None if it was accepted), "heads_after_refusal": heads per layer of the
-    wrapped model, "heads_pruned_first": heads per layer of the model pruned before wrapping, "loss": its loss}.
+    Returns {"refused": the error line (or None if it was accepted), "heads_after_refusal": heads per layer of
+    the wrapped model, "heads_pruned_first": heads per layer of the model pruned before wrapping, "loss": its
+    loss}.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     from reference_impl.pruning_heads import head_counts, prune_heads
 
     def tiny_gpt2() -> GPT2LMHeadModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            config = GPT2Config(
+            config = tiny_gpt2_config(
                 n_layer=2,
                 n_embd=16,
                 n_head=4,
@@ -757,7 +790,8 @@ def run_scenarios(
     timeout_s: float = 120.0,
     start_method: str | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """Run every scenario, one after the other, on `world_size` fresh processes; results[rank][scenario] as dicts.
+    """Run every scenario, one after the other, on `world_size` fresh processes; results[rank][scenario] as
+    dicts.
 
     Each dict has the fields of `StepResult`: error, loss, hook_calls, all_gathers, peak_bytes, param_bytes,
     seconds and (with grads=True) the full gradient of every parameter by name.

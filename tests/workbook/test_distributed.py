@@ -1,7 +1,7 @@
 """Checkpointing under DDP and FSDP2 on two gloo processes (reference_impl.workbook.distributed).
 
-Every test here starts two processes (marker `slow`; the README's test command runs them). The counts, errors and
-gradients are measured on the ranks and compared with a single-process step of the same tiny Llama.
+Every test here starts two processes (marker `slow`; the README's test command runs them). The counts, errors
+and gradients are measured on the ranks and compared with a single-process step of the same tiny Llama.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.slow
 
 TRANSFORMERS_WRAPS_CALL = Version(transformers.__version__) < Version("5.23")
 
-# DDP averages two half-batch gradients after the backward; the single process sums the whole batch inside each
-# matmul. Same terms, another order of fp32 additions: a few ulps of the gradients (about 3e-8 measured).
+# DDP averages two half-batch gradients after the backward; the single process sums the whole batch inside
+# each matmul. Same terms, another order of fp32 additions: a few ulps of the gradients (about 3e-8 measured).
 GRAD_ATOL = 1e-6
 
 
@@ -48,7 +48,8 @@ def assert_no_child_left(port: int | None = None) -> None:
     except ImportError:
         pass
     else:
-        # multiprocessing's own helpers (resource tracker, forkserver) live as long as this process; ranks do not
+        # multiprocessing's own helpers (resource tracker, forkserver) live as long as this process;
+        # ranks do not
         helpers = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
         ranks = [
             c
@@ -87,8 +88,8 @@ def test_fsdp_hooks_run_twice_when_the_checkpoint_wraps_call_and_once_when_it_wr
         assert [r["hook_calls"] for r in (none, call, fwd)] == [L, 2 * L, L]
         # transformers <= 5.22 checkpoints a layer's __call__ (hooks replayed); 5.23 moved it to forward
         assert theirs["hook_calls"] == (2 * L if TRANSFORMERS_WRAPS_CALL else L)
-        # FSDP2 skips its own pre-forward hook during the recompute (it runs in the pre-backward state), so the
-        # all-gathers do not double: the root once, then each layer in forward and again in backward.
+        # FSDP2 skips its own pre-forward hook during the recompute (it runs in the pre-backward state), so
+        # the all-gathers do not double: the root once, then each layer in forward and again in backward.
         assert [r["all_gathers"] for r in (none, call, fwd, theirs)] == [2 * L + 1] * 4
         for r in (none, call, fwd, theirs):
             assert r["param_bytes"] == shard

@@ -1,4 +1,5 @@
-"""The lesson 07 self-checks pass the right answers and say, in plain words, what is wrong with the usual wrong ones."""
+"""The lesson 07 self-checks pass the right answers and say, in plain words, what is wrong with the usual
+wrong ones."""
 
 from __future__ import annotations
 
