@@ -2,7 +2,7 @@
 differs.
 
 Each component has its module here (`checks/conv1d.py`, ...), built on `checks/_core.py`; every check is
-re-exported below so a lesson can write `from reference_impl.workbook.checks import check_conv1d_to_linear`.
+re-exported below so a lesson can write `from reference_impl.workbook.checks import check_find_untransposed`.
 """
 
 from reference_impl.workbook.checks._core import (
@@ -14,7 +14,6 @@ from reference_impl.workbook.checks._core import (
     student_call,
 )
 from reference_impl.workbook.checks.attention import (
-    check_attention_function,
     check_first_key_recorder,
     check_sliding_window_mask,
     check_trap_predictions,
@@ -32,13 +31,10 @@ from reference_impl.workbook.checks.checkpointing import (
 )
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
-    check_my_chunking,
     check_my_largest_chunk,
     check_my_query_chunked_attention,
 )
 from reference_impl.workbook.checks.conv1d import (
-    check_conv1d_forward,
-    check_conv1d_to_linear,
     check_find_untransposed,
     check_forward_bytes,
     check_split_c_attn,
@@ -50,16 +46,11 @@ from reference_impl.workbook.checks.distributed import (
 )
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
-    check_kept_indices,
-    check_prune_linear,
     check_rescored_order,
     check_surviving_c_attn_columns,
 )
 from reference_impl.workbook.checks.rope import (
     check_dynamic_ntk_prediction,
-    check_my_apply_rotary,
-    check_my_linear_scaling,
-    check_my_llama3_untouched,
     check_my_relative_score,
     check_my_yarn_inv_freq,
 )
@@ -68,11 +59,8 @@ from reference_impl.workbook.checks.warmup import check_peak_prediction, check_r
 __all__ = [
     "CheckFailed",
     "ExerciseNotFinished",
-    "check_attention_function",
     "check_capstone_attention",
     "check_checkpointed_loss",
-    "check_conv1d_forward",
-    "check_conv1d_to_linear",
     "check_ddp_runs",
     "check_dynamic_ntk_prediction",
     "check_fastest_under_budget",
@@ -82,21 +70,15 @@ __all__ = [
     "check_gpt2_layout_copy",
     "check_heads_to_prune",
     "check_hook_and_gather_counts",
-    "check_kept_indices",
     "check_kept_prediction",
     "check_length_plan",
-    "check_my_apply_rotary",
     "check_my_chunked_checkpointed_ffn",
-    "check_my_chunking",
     "check_my_largest_chunk",
-    "check_my_linear_scaling",
-    "check_my_llama3_untouched",
     "check_my_query_chunked_attention",
     "check_my_relative_score",
     "check_my_yarn_inv_freq",
     "check_peak_prediction",
     "check_pick_every_n_layers",
-    "check_prune_linear",
     "check_rescored_order",
     "check_row_sums",
     "check_shard_bytes",

@@ -1,8 +1,7 @@
-"""Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, an attention
-function.
+"""Self-checks for lessons/06_attention_registration.ipynb: a sliding-window mask function, a recorder of
+attention, predictions about registrations.
 
     check_sliding_window_mask(my_sliding_window_mask)  # (sliding_window) -> (b, h, q, kv) -> bool
-    check_attention_function(my_attention)             # transformers' attention-function contract
     check_first_key_recorder(MyFirstKeyRecorder)       # a registered function that records attention to key 0
     check_trap_predictions(my_predictions)             # which registrations keep the logits right: predicted
 
@@ -36,14 +35,12 @@ from reference_impl.workbook.checks._core import (
 
 __all__ = [
     "TRAP_SCENARIOS",
-    "check_attention_function",
     "check_first_key_recorder",
     "check_sliding_window_mask",
     "check_trap_predictions",
 ]
 
 _WINDOW_EXERCISE = "sliding-window mask"
-_ATTENTION_EXERCISE = "attention function"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -127,145 +124,6 @@ def check_sliding_window_mask(my_sliding_window_mask: Callable[[int], Callable[.
 
 def _pictures(got: torch.Tensor, expected: torch.Tensor, q_offset: int) -> str:
     return f"yours:\n{mask_picture(got, q_offset)}\nexpected:\n{mask_picture(expected, q_offset)}"
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Exercise 2: an attention function that honours the whole contract
-# ------------------------------------------------------------------------------------------------------------
-class _AttentionLayer(torch.nn.Module):
-    """A stand-in for a model's attention layer, in eval mode: only the attributes attention functions
-    read."""
-
-    def __init__(self, num_key_value_groups: int) -> None:
-        super().__init__()
-        self.is_causal = True
-        self.num_key_value_groups = num_key_value_groups
-        self.eval()
-
-
-def _cases() -> list[tuple[str, _AttentionLayer, tuple[torch.Tensor, ...], torch.Tensor | None]]:
-    """(description, module, (query, key, value), mask) for the situations a registered function meets."""
-    g = torch.Generator().manual_seed(0)
-    B, H, H_kv, T, D = 2, 4, 2, 5, 8
-    q, k, v = (torch.randn(B, n, T, D, generator=g) for n in (H, H_kv, H_kv))
-    padding = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
-    layer = _AttentionLayer(num_key_value_groups=H // H_kv)
-    mha = _AttentionLayer(num_key_value_groups=1)
-    return [
-        (
-            "multi-head inputs (4 query and 4 key/value heads) with an additive causal mask",
-            mha,
-            (q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)),
-            eager_mask(B, T, T),
-        ),
-        (
-            "grouped-query inputs (4 query heads, 2 key/value heads) with an additive padded causal mask",
-            layer,
-            (q, k, v),
-            eager_mask(B, T, T, attention_mask=padding),
-        ),
-        (
-            "grouped-query inputs with a bool mask (True = attend), as sdpa_mask makes",
-            layer,
-            (q, k, v),
-            sdpa_mask(B, T, T, attention_mask=padding),
-        ),
-        (
-            "grouped-query inputs with attention_mask=None for a causal module (sdpa_mask's 'plain causal')",
-            layer,
-            (q, k, v),
-            None,
-        ),
-    ]
-
-
-def check_attention_function(my_attention: Callable[..., Any]) -> None:
-    """Check `my_attention(module, query, key, value, attention_mask, scaling=, dropout=)` against
-    `eager_attention_forward` on multi-head and grouped-query inputs, additive, bool and absent masks.
-
-    The output must be (B, T, H, D); attention weights, when returned (not None), must be (B, H, T, S).
-    """
-    for what, layer, (q, k, v), mask in _cases():
-        try:
-            result = student_call(
-                _ATTENTION_EXERCISE, my_attention, layer, q, k, v, mask, scaling=8**-0.5, dropout=0.0
-            )
-        except ExerciseNotFinished:
-            raise
-        except Exception as e:
-            hint = ""
-            if k.shape[1] != q.shape[1]:
-                hint = (
-                    " — the keys and values arrive with fewer heads than the queries: repeat each key/value "
-                    "head H / H_kv times with repeat_kv (or repeat_interleave on dim 1) before the matmul"
-                )
-            raise CheckFailed(f"on {what}: your function raised {type(e).__name__}: {e}{hint}") from e
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise CheckFailed(
-                f"on {what}: return a pair (attn_output, attn_weights), got {type(result).__name__}"
-            )
-        out, weights = result
-        expected_out, expected_weights = eager_attention_forward(layer, q, k, v, mask, scaling=8**-0.5)
-        B, H, T, D = q.shape
-        if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, D) and (H, T) != (T, H):
-            raise CheckFailed(
-                f"on {what}: attn_output has shape {tuple(out.shape)}, which is (B, H, T, D); the model "
-                f"expects (B, T, H, D) = {(B, T, H, D)}: return attn_output.transpose(1, 2).contiguous(). (A "
-                "model would not raise: it reshapes whatever it gets, and the logits silently change.)"
-            )
-        _diagnose_values(what, layer, q, k, v, mask, out)
-        check_tensor(f"attn_output on {what}", out, expected_out, atol=1e-5, rtol=1e-5)
-        if weights is not None:
-            check_tensor(f"attn_weights on {what}", weights, expected_weights, atol=1e-5, rtol=1e-5)
-    passed(_ATTENTION_EXERCISE)
-
-
-def _diagnose_values(
-    what: str,
-    layer: Any,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    out: Any,
-) -> None:
-    """Name the classic mistakes when the output equals what that mistake would give."""
-    if not isinstance(out, torch.Tensor):
-        return
-
-    def same(candidate: torch.Tensor) -> bool:
-        return candidate.shape == out.shape and torch.allclose(out, candidate, atol=1e-5, rtol=1e-5)
-
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        tiled = eager_attention_forward(
-            layer, q, k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1), mask, scaling=8**-0.5
-        )[0]
-        if same(tiled):
-            raise CheckFailed(
-                f"on {what}: key/value heads are repeated in the wrong order: `k.repeat(1, g, 1, 1)` gives "
-                "heads (k0, k1, k0, k1) and pairs query head h with key head h % H_kv; grouped-query "
-                "attention pairs it with h // g: use repeat_kv or `k.repeat_interleave(g, dim=1)` (k0, k0, "
-                "k1, k1)"
-            )
-    no_mask = eager_attention_forward(layer, q, k, v, None, scaling=8**-0.5, is_causal=False)[0]
-    if same(no_mask):
-        if mask is None:
-            raise CheckFailed(
-                f"on {what}: with attention_mask=None your output attends to future keys. sdpa_mask returns "
-                "None for a plain causal batch: when the mask is None and module.is_causal is True (and T > "
-                "1), apply a causal mask yourself"
-            )
-        raise CheckFailed(
-            f"on {what}: your output ignores attention_mask (it equals attention without any mask)"
-        )
-    if mask is not None and mask.dtype == torch.bool:
-        as_added = eager_attention_forward(layer, q, k, v, mask.float(), scaling=8**-0.5)[0]
-        if same(as_added):
-            raise CheckFailed(
-                f"on {what}: a bool mask was added to the scores (True became +1): for a bool mask, True "
-                "means attend; fill the scores where it is False with torch.finfo(dtype).min"
-            )
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
 """Self-checks for the exercises of lessons/03_chunking_equivalence.ipynb.
 
-- `check_my_chunking(my_apply_chunking)`: your `apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim,
-  *xs)`;
 - `check_my_query_chunked_attention(my_attention)`: attention `softmax(q k^T / sqrt(D)) v` over chunks of
   queries;
 - `check_my_chunked_checkpointed_ffn(my_ffn)`: chunking plus `torch.utils.checkpoint` per chunk, so training
@@ -27,103 +25,9 @@ from reference_impl.workbook.measure import PeakMemory, tensor_bytes
 
 __all__ = [
     "check_my_chunked_checkpointed_ffn",
-    "check_my_chunking",
     "check_my_largest_chunk",
     "check_my_query_chunked_attention",
 ]
-
-
-class _Spy:
-    """A position-wise forward_fn that records the shapes it is called with: 2*x (+ the mean of y over its
-    last dim)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple[int, ...], ...]] = []
-
-    def one(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append((tuple(x.shape),))
-        return 2 * x
-
-    def two(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.calls.append((tuple(x.shape), tuple(y.shape)))
-        if x.shape[:-1] != y.shape[:-1]:
-            raise CheckFailed(
-                f"forward_fn got pieces of shapes {tuple(x.shape)} and {tuple(y.shape)} in one call: chunk "
-                "every input tensor the same way, and pass the k-th chunk of each to call k"
-            )
-        return 2 * x + y.mean(dim=-1, keepdim=True)
-
-
-def _chunked_shape(shape: tuple[int, ...], dim: int, chunk_size: int) -> tuple[int, ...]:
-    out = list(shape)
-    out[dim] = chunk_size
-    return tuple(out)
-
-
-def check_my_chunking(my_apply_chunking: Callable[..., torch.Tensor]) -> None:
-    """Check `my_apply_chunking(forward_fn, chunk_size, chunk_dim, *input_tensors)` against the reference.
-
-    It must call `forward_fn` once per chunk, with `chunk_size`-long slices along `chunk_dim` (negative counts
-    from the end), in order, and concatenate the results along `chunk_dim`; `chunk_size=0` means one plain
-    call.
-    """
-    exercise = "my_apply_chunking"
-    # (description, shapes of the inputs, chunk_size, chunk_dim)
-    cases = [
-        ("one input (2, 8, 3), chunks of 2 along dim 1", [(2, 8, 3)], 2, 1),
-        ("one input (2, 8, 3), chunks of 4 along dim -2", [(2, 8, 3)], 4, -2),
-        ("one input (6, 2, 3), chunks of 3 along dim 0", [(6, 2, 3)], 3, 0),
-        ("one input (2, 3, 12), chunks of 4 along dim -1", [(2, 3, 12)], 4, -1),
-        ("two inputs (2, 6, 3) and (2, 6, 5), chunks of 3 along dim 1", [(2, 6, 3), (2, 6, 5)], 3, 1),
-        ("one input (2, 8, 3), chunk_size=0 (no chunking)", [(2, 8, 3)], 0, 1),
-    ]
-    generator = torch.Generator().manual_seed(0)
-    for what, shapes, chunk_size, chunk_dim in cases:
-        inputs = [torch.randn(s, generator=generator) for s in shapes]
-        student_spy, reference_spy = _Spy(), _Spy()
-        got = student_call(
-            exercise,
-            my_apply_chunking,
-            student_spy.one if len(inputs) == 1 else student_spy.two,
-            chunk_size,
-            chunk_dim,
-            *inputs,
-        )
-        expected = apply_chunking_to_forward(
-            reference_spy.one if len(inputs) == 1 else reference_spy.two, chunk_size, chunk_dim, *inputs
-        )
-        n = shapes[0][chunk_dim]
-        num_chunks = 1 if chunk_size == 0 else n // chunk_size
-        student_calls, expected_calls = student_spy.calls, reference_spy.calls
-        for i, (call, want) in enumerate(zip(student_calls, expected_calls, strict=False)):
-            if call != want:
-                shown = call[0] if len(call) == 1 else call
-                wanted = want[0] if len(want) == 1 else want
-                how = (
-                    "chunk_size=0 means no chunking: call forward_fn once with the whole inputs"
-                    if chunk_size == 0
-                    else f"slice every input along chunk_dim={chunk_dim} into pieces of length "
-                    f"chunk_size={chunk_size}"
-                )
-                raise CheckFailed(
-                    f"{what}: call {i} of forward_fn got a chunk of shape {shown}, expected {wanted}: {how}"
-                )
-        if len(student_calls) != num_chunks:
-            how = (
-                "one plain call"
-                if chunk_size == 0
-                else f"{n} // chunk_size={chunk_size} along chunk_dim={chunk_dim}"
-            )
-            raise CheckFailed(
-                f"{what}: forward_fn was called {len(student_calls)} time(s), expected {num_chunks} ({how})"
-            )
-        if isinstance(got, torch.Tensor) and got.shape != expected.shape:
-            raise CheckFailed(
-                f"{what}: output shape is {tuple(got.shape)}, expected {tuple(expected.shape)}: concatenate "
-                f"the chunk outputs along chunk_dim={chunk_dim}"
-            )
-        check_tensor(f"{what}: output", got, expected)
-    passed(exercise)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

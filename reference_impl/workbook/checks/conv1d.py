@@ -16,22 +16,17 @@ from torch import nn
 from reference_impl.conv1d import Conv1D
 from reference_impl.workbook.checks._core import (
     CheckFailed,
-    check_tensor,
     first_difference,
     passed,
     student_call,
 )
 
 __all__ = [
-    "check_conv1d_forward",
-    "check_conv1d_to_linear",
     "check_find_untransposed",
     "check_forward_bytes",
     "check_split_c_attn",
 ]
 
-# (nf, nx): non-square first (a forgotten transpose fails loudly), then square (it fails silently).
-_LAYER_SIZES = [(6, 4), (4, 6), (5, 5)]
 _TOL: dict[str, Any] = {"atol": 1e-5, "rtol": 1e-5}
 R = TypeVar("R")
 
@@ -57,105 +52,6 @@ def _call(exercise: str, what: str, fn: Callable[..., R], *args: object) -> R:
                 "weight as (nx, nf) = in x out, nn.Linear as (nf, nx) = out x in)"
             )
         raise CheckFailed(f"{exercise}: raised {type(e).__name__} on {what}: {e}{hint}") from e
-
-
-def _diagnose(got: torch.Tensor, x: torch.Tensor, conv: Conv1D) -> str:
-    """Name the usual mistake that `got` matches, or '' when it matches none of them."""
-    w, b = conv.weight.detach(), conv.bias.detach()
-    if got.shape == (*x.shape[:-1], conv.nf):
-        if conv.nx == conv.nf and torch.allclose(got, x @ w.T + b, **_TOL):
-            return (
-                " It equals x @ weight.T + bias, the nn.Linear formula; Conv1D's weight is already (nx, nf) "
-                "= in x out, so Conv1D computes x @ weight + bias."
-            )
-        if torch.allclose(got, x @ w, **_TOL):
-            return " It equals x @ weight without the bias: add the bias."
-    if got.numel() == x.numel() // conv.nx * conv.nf and got.shape != (*x.shape[:-1], conv.nf):
-        return (
-            f" It has the right number of values in shape {tuple(got.shape)}: reshape the (N, nf) result back"
-            " to x.shape[:-1] + (nf,)."
-        )
-    return ""
-
-
-def check_conv1d_forward(
-    my_conv1d_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-) -> None:
-    """Check `my_conv1d_forward(x, weight, bias)`, Conv1D's forward: `(..., nx) -> (..., nf)` with weight (nx,
-    nf).
-
-    Tried on inputs of 1, 2 and 3 dimensions, square and non-square weights; the output must match
-    `Conv1D.forward` (to 1e-5) and gradients must reach x, weight and bias.
-    """
-    exercise = "my_conv1d_forward"
-    for i, (nf, nx) in enumerate(_LAYER_SIZES):
-        conv = _layer(nf, nx, seed=i)
-        for lead in [(), (3,), (2, 3)]:
-            x = torch.randn(*lead, nx, generator=torch.Generator().manual_seed(10 + i))
-            w = conv.weight.detach().clone().requires_grad_(True)
-            b = conv.bias.detach().clone().requires_grad_(True)
-            xg = x.clone().requires_grad_(True)
-            what = f"x of shape {tuple(x.shape)} with weight (nx, nf) = {tuple(w.shape)}"
-            got = _call(exercise, what, my_conv1d_forward, xg, w, b)
-            expected = conv(x)
-            problem = first_difference(got, expected, **_TOL)
-            if problem is not None:
-                hint = _diagnose(got.detach(), x, conv) if isinstance(got, torch.Tensor) else ""
-                raise CheckFailed(f"{exercise} on {what}: {problem}.{hint}")
-            got.sum().backward()
-            for name, t in (("x", xg), ("weight", w), ("bias", b)):
-                if t.grad is None:
-                    raise CheckFailed(
-                        f"{exercise} on {what}: no gradient reached {name}; keep it in the graph"
-                    )
-    passed(exercise)
-
-
-def check_conv1d_to_linear(my_conv1d_to_linear: Callable[[Conv1D], nn.Linear]) -> None:
-    """Check `my_conv1d_to_linear(conv)`: an `nn.Linear` computing what `conv` computes, on its own storage.
-
-    Tried on square and non-square layers with non-zero biases: the result must be an nn.Linear of
-    (in_features, out_features) = (nx, nf), weight `conv.weight.T`, the same bias and outputs, and changing it
-    must leave `conv` untouched.
-    """
-    exercise = "my_conv1d_to_linear"
-    for i, (nf, nx) in enumerate(_LAYER_SIZES):
-        conv = _layer(nf, nx, seed=i)
-        before = {k: v.clone() for k, v in conv.state_dict().items()}
-        what = f"Conv1D(nf={nf}, nx={nx})"
-        linear = _call(exercise, what, my_conv1d_to_linear, conv)
-        if not isinstance(linear, nn.Linear):
-            raise CheckFailed(
-                f"{exercise} on {what}: returned a {type(linear).__name__}, expected a torch.nn.Linear"
-            )
-        if (linear.in_features, linear.out_features) != (nx, nf):
-            raise CheckFailed(
-                f"{exercise} on {what}: nn.Linear(in_features={linear.in_features}, out_features="
-                f"{linear.out_features}), expected nn.Linear({nx}, {nf}): in = nx, out = nf"
-            )
-        if linear.weight.shape == conv.weight.shape and torch.equal(linear.weight, conv.weight) and nf == nx:
-            raise CheckFailed(
-                f"{exercise} on {what}: linear.weight equals conv.weight, not conv.weight.T: the transpose "
-                "is missing (a square weight loads without an error and silently computes the wrong thing)"
-            )
-        check_tensor(
-            f"{exercise} on {what}: weight (expected conv.weight.T)", linear.weight.detach(), conv.weight.T
-        )
-        if linear.bias is None:
-            raise CheckFailed(f"{exercise} on {what}: the Linear has no bias; Conv1D always has one: copy it")
-        check_tensor(f"{exercise} on {what}: bias", linear.bias.detach(), conv.bias.detach())
-        x = torch.randn(2, 3, nx, generator=torch.Generator().manual_seed(20 + i))
-        check_tensor(f"{exercise} on {what}: output on x of shape (2, 3, {nx})", linear(x), conv(x), **_TOL)
-        with torch.no_grad():
-            linear.weight.add_(1.0)
-            linear.bias.add_(1.0)
-        for k, v in conv.state_dict().items():
-            if not torch.equal(v, before[k]):
-                raise CheckFailed(
-                    f"{exercise} on {what}: changing the Linear's {k} changed the Conv1D's too: they share "
-                    f"storage; copy (e.g. `.T.contiguous()` or `.clone()`) instead of aliasing"
-                )
-    passed(exercise)
 
 
 def _linear_gpt(n_embd: int, n_layer: int) -> nn.ModuleDict:

@@ -1,6 +1,5 @@
-"""Self-checks for lessons/05_head_pruning.ipynb: kept indices by hand, pruning a Linear, choosing heads to a
-budget, the `c_attn` columns that survive two prunings, and pruning with importance re-scored after every
-step.
+"""Self-checks for lessons/05_head_pruning.ipynb: choosing heads to a budget, the `c_attn`
+columns that survive two prunings, and pruning with importance re-scored after every step.
 
 Each check runs the student's function next to the reference (`reference_impl.pruning`) on several cases and
 prints one success line, or raises `CheckFailed` saying in plain words what differs (and, for the classic
@@ -13,27 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from reference_impl.pruning import find_pruneable_heads_and_indices, prune_linear_layer
 from reference_impl.pruning_importance import select_heads_to_prune
-from reference_impl.workbook.checks._core import CheckFailed, check_tensor, passed, student_call
+from reference_impl.workbook.checks._core import CheckFailed, passed, student_call
 
 __all__ = [
     "TWO_PRUNINGS",
     "check_heads_to_prune",
-    "check_kept_indices",
-    "check_prune_linear",
     "check_rescored_order",
     "check_surviving_c_attn_columns",
-]
-
-# (heads to prune, heads held now, head size, already pruned): the last two cases need the shift.
-_INDEX_CASES = [
-    ([1], 3, 2, set()),
-    ([0, 2], 4, 3, set()),
-    ([3], 3, 2, {1}),
-    ([0, 5, 2], 5, 2, {1, 3}),
 ]
 
 
@@ -47,101 +34,6 @@ def _as_list(value: Any, what: str) -> list[int]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
         return list(value)
     raise CheckFailed(f"{what}: expected a 1-D torch.long tensor of positions, got {type(value).__name__}")
-
-
-def _unshifted(heads: Sequence[int], n_heads: int, head_size: int, already: set[int]) -> list[int]:
-    """What you get when original head numbers are used as positions (the classic mistake)."""
-    gone = {h for h in heads if h not in already}
-    return [j for j in range(n_heads * head_size) if j // head_size not in gone]
-
-
-def check_kept_indices(fn: Callable[[Sequence[int], int, int, set[int]], Any]) -> None:
-    """`fn(heads, n_heads, head_size, already_pruned)` must return the flat indices to keep, ascending."""
-    exercise = "kept indices"
-    for heads, n_heads, head_size, already in _INDEX_CASES:
-        case = f"heads={heads}, n_heads={n_heads}, head_size={head_size}, already_pruned={sorted(already)}"
-        got = _as_list(student_call(exercise, fn, list(heads), n_heads, head_size, set(already)), case)
-        expected = find_pruneable_heads_and_indices(heads, n_heads, head_size, already)[1].tolist()
-        if got == expected:
-            continue
-        removed = [j for j in range(n_heads * head_size) if j not in expected]
-        if sorted(got) == expected:
-            raise CheckFailed(
-                f"{case}: the right indices in the wrong order {got}; return them ascending {expected}"
-            )
-        if sorted(got) == removed:
-            raise CheckFailed(
-                f"{case}: you returned the units to remove {got}; return the units to keep {expected}"
-            )
-        if got == _unshifted(heads, n_heads, head_size, already) and already:
-            raise CheckFailed(
-                f"{case}: got {got}, expected {expected}. Heads are named by their original number: with "
-                f"heads {sorted(already)} already pruned, head h now sits at position h minus the pruned "
-                "heads below it"
-            )
-        raise CheckFailed(f"{case}: got {got}, expected {expected}")
-    passed(exercise)
-
-
-def _prune_cases() -> list[tuple[str, nn.Linear, torch.Tensor, int]]:
-    generator = torch.Generator().manual_seed(5)
-    cases = []
-    for dim, bias, dtype in [
-        (0, True, torch.float32),
-        (1, True, torch.float32),
-        (0, False, torch.float32),
-        (1, True, torch.bfloat16),
-    ]:
-        layer = nn.Linear(6, 4, bias=bias)
-        with torch.no_grad():
-            layer.weight.copy_(torch.randn(4, 6, generator=generator))
-            if bias:
-                layer.bias.copy_(torch.randn(4, generator=generator))
-        index = torch.tensor([0, 2, 3]) if dim == 0 else torch.tensor([1, 2, 3])
-        cases.append(
-            (
-                f"Linear(6, 4, bias={bias}) in {dtype}, index={index.tolist()}, dim={dim}",
-                layer.to(dtype),
-                index,
-                dim,
-            )
-        )
-    return cases
-
-
-def check_prune_linear(fn: Callable[[nn.Linear, torch.Tensor, int], nn.Linear]) -> None:
-    """`fn(layer, index, dim)` must return a new nn.Linear keeping rows (dim=0) or columns (dim=1) in
-    `index`."""
-    exercise = "prune a Linear"
-    for case, layer, index, dim in _prune_cases():
-        before = layer.weight.detach().clone()
-        got = student_call(exercise, fn, layer, index.clone(), dim)
-        expected = prune_linear_layer(layer, index, dim)
-        if not isinstance(got, nn.Linear):
-            raise CheckFailed(f"{case}: expected an nn.Linear, got {type(got).__name__}")
-        if not torch.equal(layer.weight, before):
-            raise CheckFailed(f"{case}: the original layer's weight was changed; build a new layer instead")
-        check_tensor(f"{case}: weight", got.weight.detach(), expected.weight.detach())
-        if expected.bias is None:
-            if got.bias is not None:
-                raise CheckFailed(f"{case}: the layer had no bias, but the pruned one has one")
-            continue
-        if got.bias is None:
-            raise CheckFailed(f"{case}: the bias is missing; keep the layer's bias")
-        if dim == 0 and got.bias.shape == layer.bias.shape:
-            raise CheckFailed(
-                f"{case}: bias kept whole (shape {tuple(got.bias.shape)}) when pruning rows; each kept row "
-                f"is an output unit with its own bias entry: bias[index], shape {tuple(expected.bias.shape)}"
-            )
-        if dim == 1 and got.bias.shape != layer.bias.shape:
-            raise CheckFailed(
-                f"{case}: bias sliced (shape {tuple(got.bias.shape)}) when pruning columns; removing inputs "
-                f"keeps every output unit, so the bias stays whole, shape {tuple(layer.bias.shape)}"
-            )
-        check_tensor(f"{case}: bias", got.bias.detach(), expected.bias.detach())
-        x = torch.randn(2, got.in_features, dtype=layer.weight.dtype)
-        check_tensor(f"{case}: output", got(x).detach(), expected(x).detach())
-    passed(exercise)
 
 
 def _importance_cases() -> list[tuple[str, torch.Tensor, int]]:

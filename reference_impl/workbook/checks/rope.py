@@ -1,10 +1,5 @@
 """Self-checks for the exercises of lessons/04_rope_scaling_plots.ipynb.
 
-- `check_my_apply_rotary(my_apply_rotary)`: rotate q (B, H, T, D) with cos/sin (B, T, D), transformers'
-  layout;
-- `check_my_linear_scaling(my_linear_inv_freq)`: Position Interpolation's frequencies from (base, dim,
-  factor);
-- `check_my_llama3_untouched(my_llama3_untouched)`: which pairs Llama 3 leaves alone;
 - `check_dynamic_ntk_prediction(predicted)`: the dynamic NTK state machine's action and cached length for each
   call of `DYNAMIC_NTK_CALLS`, predicted by hand;
 - `check_my_yarn_inv_freq(my_yarn_inv_freq)`: YaRN's frequencies from beta_fast / beta_slow;
@@ -25,7 +20,6 @@ from reference_impl.rope import ROPE_INIT_FUNCTIONS, RotaryEmbedding, apply_rota
 from reference_impl.workbook.checks._core import (
     CheckFailed,
     check_tensor,
-    first_difference,
     passed,
     student_call,
 )
@@ -34,143 +28,9 @@ __all__ = [
     "DYNAMIC_NTK_CALLS",
     "DYNAMIC_NTK_CONFIG",
     "check_dynamic_ntk_prediction",
-    "check_my_apply_rotary",
-    "check_my_linear_scaling",
-    "check_my_llama3_untouched",
     "check_my_relative_score",
     "check_my_yarn_inv_freq",
 ]
-
-
-def _interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The classic wrong answer: pairs (0, 1), (2, 3), ... (GPT-J layout) with the same frequencies."""
-    half = x.shape[-1] // 2
-    cos_i = cos[..., :half].repeat_interleave(2, dim=-1).unsqueeze(1)
-    sin_i = sin[..., :half].repeat_interleave(2, dim=-1).unsqueeze(1)
-    rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
-    return x * cos_i + rotated * sin_i
-
-
-def check_my_apply_rotary(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    """`fn(x, cos, sin)` must equal transformers' rotation of x (B, H, T, D) by cos/sin (B, T, D)."""
-    exercise = "my_apply_rotary"
-    for shape, dtype in [
-        ((1, 1, 3, 4), torch.float32),
-        ((2, 3, 5, 16), torch.float32),
-        ((1, 2, 4, 8), torch.float64),
-    ]:
-        B, _, T, D = shape  # (B, H, T, D)
-        g = torch.Generator().manual_seed(D)
-        x = torch.randn(*shape, generator=g, dtype=dtype)
-        rotary = RotaryEmbedding({"head_dim": D, "max_position_embeddings": 64})
-        cos, sin = rotary(x, torch.arange(3, 3 + T)[None].expand(B, -1))  # (B, T, D)
-        x_before = x.clone()
-        got = student_call(exercise, fn, x, cos, sin)
-        if not torch.equal(x, x_before):
-            raise CheckFailed(f"{exercise}: it changed its input x in place; return a new tensor instead")
-        expected, _ = apply_rotary_pos_emb(x, x, cos, sin)
-        problem = first_difference(got, expected, atol=1e-6, rtol=1e-5)
-        if problem is None:
-            continue
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
-            if torch.allclose(got, _interleaved(x, cos, sin), atol=1e-6, rtol=1e-5):
-                raise CheckFailed(
-                    f"{exercise}: for x of shape {shape} you rotated neighbouring pairs (x[0], x[1]), (x[2], "
-                    "x[3]), ... (the interleaved GPT-J layout). transformers pairs x[i] with x[i + D/2]: "
-                    "rotate_half([x1, x2]) = [-x2, x1], then x * cos + rotate_half(x) * sin."
-                )
-            if torch.allclose(
-                got, x * cos.unsqueeze(1) - _rotate_half(x) * sin.unsqueeze(1), atol=1e-6, rtol=1e-5
-            ):
-                raise CheckFailed(
-                    f"{exercise}: for x of shape {shape} you rotated the wrong way (by -mθ): the sign in "
-                    "rotate_half is [-x2, x1], not [x2, -x1]."
-                )
-        raise CheckFailed(f"{exercise}: for x of shape {shape}, {dtype}: {problem}")
-    passed(exercise)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    return torch.cat((-x[..., x.shape[-1] // 2 :], x[..., : x.shape[-1] // 2]), dim=-1)
-
-
-def check_my_linear_scaling(fn: Callable[[float, int, float], torch.Tensor]) -> None:
-    """`fn(base, dim, factor)` must return Position Interpolation's θ_i / s, a float32 tensor of shape
-    (dim/2,)."""
-    exercise = "my_linear_inv_freq"
-    for base, dim, factor in [(10_000.0, 8, 2.0), (10_000.0, 128, 4.0), (500_000.0, 64, 8.0)]:
-        config = {
-            "head_dim": dim,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "linear", "factor": factor, "rope_theta": base},
-        }
-        expected, _ = ROPE_INIT_FUNCTIONS["linear"](config)
-        default, _ = ROPE_INIT_FUNCTIONS["default"](config)
-        got = student_call(exercise, fn, base, dim, factor)
-        where = f"{exercise}(base={base:g}, dim={dim}, factor={factor:g})"
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype:
-            if torch.allclose(got, default * factor, rtol=1e-5):
-                raise CheckFailed(
-                    f"{where}: you multiplied θ_i by the factor, so every pair turns {factor:g} times faster "
-                    "and the positions are squeezed, not stretched. Linear scaling divides: θ_i / s "
-                    "(position m acts as m / s)."
-                )
-            if torch.allclose(got, default, rtol=1e-5):
-                raise CheckFailed(
-                    f"{where}: these are the unscaled frequencies θ_i; divide them by the factor"
-                )
-        check_tensor(where, got, expected, rtol=1e-5)
-    passed(exercise)
-
-
-def check_my_llama3_untouched(fn: Callable[[torch.Tensor, int, float, float], torch.Tensor]) -> None:
-    """`fn(inv_freq, original_max_position_embeddings, low_freq_factor, high_freq_factor)` -> bool (d/2,)
-    mask.
-
-    True exactly for the pairs Llama 3 keeps unchanged: wavelength 2π/θ_i below L0 / high_freq_factor.
-    """
-    exercise = "my_llama3_untouched"
-    for base, L0, low, high in [
-        (500_000.0, 8192, 1.0, 4.0),
-        (10_000.0, 4096, 1.0, 4.0),
-        (500_000.0, 8192, 2.0, 8.0),
-    ]:
-        config = {
-            "head_dim": 128,
-            "max_position_embeddings": 16 * L0,
-            "rope_parameters": {
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "rope_theta": base,
-                "low_freq_factor": low,
-                "high_freq_factor": high,
-                "original_max_position_embeddings": L0,
-            },
-        }
-        inv_freq, _ = ROPE_INIT_FUNCTIONS["default"](config)
-        scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
-        expected = scaled == inv_freq  # (d/2,) bool
-        got = student_call(exercise, fn, inv_freq.clone(), L0, low, high)
-        where = f"{exercise}(L0={L0}, low_freq_factor={low:g}, high_freq_factor={high:g}, base={base:g})"
-        if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != torch.bool:
-            check_tensor(where, got, expected)
-        if torch.equal(got, expected):
-            continue
-        i = int((got != expected).nonzero()[0])
-        wavelength = 2 * math.pi / float(inv_freq[i])
-        said = "untouched" if bool(got[i]) else "changed"
-        truth = (
-            "kept"
-            if bool(expected[i])
-            else ("blended" if wavelength <= L0 / low else "divided by the factor")
-        )
-        raise CheckFailed(
-            f"{where}: {int((got != expected).sum())} of {got.numel()} pairs differ; first pair {i} "
-            f"(wavelength 2π/θ = {wavelength:.0f} tokens) you marked {said}, but Llama 3 has it {truth}. The "
-            f"bands are λ < L0/high_freq_factor = {L0 / high:g} (kept), λ > L0/low_freq_factor = "
-            f"{L0 / low:g} (divided), blended in between."
-        )
-    passed(exercise)
 
 
 #: The config of the dynamic NTK prediction exercise: trained on 16 positions, factor 2, 16-dim heads.

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 
-from reference_impl.attention import eager_attention_forward, repeat_kv
+from reference_impl.attention import eager_attention_forward
 from reference_impl.masking import sliding_window_causal_mask_function
 from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
-from reference_impl.workbook.checks.attention import check_attention_function, check_sliding_window_mask
+from reference_impl.workbook.checks.attention import check_sliding_window_mask
 
 
 # ---- exercise 1: sliding-window mask ----
@@ -92,138 +92,6 @@ def test_sliding_window_stub_is_not_finished() -> None:
     for s in (stub, stub_inside):
         with pytest.raises(ExerciseNotFinished, match="'sliding-window mask' is not finished"):
             check_sliding_window_mask(s)
-
-
-# ---- exercise 2: attention function ----
-def test_attention_check_passes_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
-    check_attention_function(eager_attention_forward)
-    assert capsys.readouterr().out == "✅ attention function: all checks passed\n"
-
-
-def test_attention_check_passes_a_function_that_returns_no_weights(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    check_attention_function(lambda *a, **k: (eager_attention_forward(*a, **k)[0], None))
-    assert "all checks passed" in capsys.readouterr().out
-
-
-def transposed(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    out, w = eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
-    return out.transpose(1, 2), w
-
-
-def keys_not_repeated(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    scores = q @ k.transpose(-2, -1) * scaling
-    if mask is not None:
-        scores = scores + mask
-    w = scores.softmax(-1)
-    return (w @ v).transpose(1, 2).contiguous(), w
-
-
-def keys_tiled(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    g = q.shape[1] // k.shape[1]
-    return eager_attention_forward(
-        module, q, k.repeat(1, g, 1, 1), v.repeat(1, g, 1, 1), mask, scaling, dropout, **kw
-    )
-
-
-def none_means_no_mask(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    if mask is None:
-        return eager_attention_forward(module, q, k, v, None, scaling, dropout, is_causal=False)
-    return eager_attention_forward(module, q, k, v, mask, scaling, dropout)
-
-
-def mask_ignored(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    return eager_attention_forward(module, q, k, v, None, scaling, dropout, is_causal=False)
-
-
-def bool_mask_added(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    mask = mask.float() if mask is not None and mask.dtype == torch.bool else mask
-    return eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
-
-
-def wrong_scaling(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    return eager_attention_forward(module, q, k, v, mask, 1.0, dropout, **kw)
-
-
-def returns_only_output(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    return eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)[0]
-
-
-def weights_not_softmaxed(
-    module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-) -> Any:
-    out, w = eager_attention_forward(module, q, k, v, mask, scaling, dropout, **kw)
-    return out, torch.log(w)
-
-
-@pytest.mark.parametrize(
-    "wrong,message",
-    [
-        (transposed, r"attn_output has shape \(2, 4, 5, 8\), which is \(B, H, T, D\); .*\.transpose\(1, 2\)"),
-        (
-            keys_not_repeated,
-            r"on grouped-query inputs .* raised RuntimeError: .* repeat each key/value head H / H_kv times",
-        ),
-        (keys_tiled, r"key/value heads are repeated in the wrong order: `k.repeat\(1, g, 1, 1\)`"),
-        (none_means_no_mask, r"with attention_mask=None your output attends to future keys"),
-        (mask_ignored, r"on multi-head inputs .*: your output ignores attention_mask"),
-        (bool_mask_added, r"a bool mask was added to the scores \(True became \+1\)"),
-        (
-            wrong_scaling,
-            r"attn_output on multi-head inputs .*: \d+ of 320 values differ; first at index \[0, 1, 0, 0\]",
-        ),
-        (returns_only_output, r"return a pair \(attn_output, attn_weights\), got Tensor"),
-        (weights_not_softmaxed, r"attn_weights on multi-head inputs .* values differ"),
-    ],
-)
-def test_attention_check_names_the_mistake(wrong: Any, message: str) -> None:
-    with pytest.raises(CheckFailed, match=message):
-        check_attention_function(wrong)
-
-
-def test_attention_stub_is_not_finished() -> None:
-    def stub(*args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    with pytest.raises(ExerciseNotFinished, match="'attention function' is not finished"):
-        check_attention_function(stub)
-
-
-def test_repeat_kv_based_fix_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    def fixed(
-        module: Any, q: Any, k: Any, v: Any, mask: Any, scaling: float, dropout: float = 0.0, **kw: Any
-    ) -> Any:
-        g = q.shape[1] // k.shape[1]
-        k, v = repeat_kv(k, g), repeat_kv(v, g)
-        scores = q @ k.transpose(-2, -1) * scaling
-        if mask is None:
-            mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
-        w = scores.softmax(-1)
-        return (w @ v).transpose(1, 2).contiguous(), w
-
-    check_attention_function(fixed)
-    assert "all checks passed" in capsys.readouterr().out
 
 
 # ---- a recorder of the attention paid to the first key ----

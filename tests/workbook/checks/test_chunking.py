@@ -14,7 +14,6 @@ from reference_impl.chunking import apply_chunking_to_forward
 from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
 from reference_impl.workbook.checks.chunking import (
     check_my_chunked_checkpointed_ffn,
-    check_my_chunking,
     check_my_largest_chunk,
     check_my_query_chunked_attention,
 )
@@ -28,120 +27,6 @@ SUCCESS = {
 
 def not_started(*args: object) -> torch.Tensor:
     raise NotImplementedError
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Exercise 1: my_apply_chunking
-
-
-def chunking_along_the_wrong_dim(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    wrong = 0 if chunk_dim != 0 else 1
-    num_chunks = xs[0].shape[wrong] // chunk_size or 1
-    pieces = zip(*(x.chunk(num_chunks, dim=wrong) for x in xs), strict=True)
-    return torch.cat([forward_fn(*p) for p in pieces], dim=wrong)
-
-
-def concatenating_along_dim_0(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    pieces = zip(*(x.split(chunk_size, dim=chunk_dim) for x in xs), strict=True)
-    return torch.cat([forward_fn(*p) for p in pieces], dim=0)
-
-
-def one_chunk_too_few(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    num_chunks = xs[0].shape[chunk_dim] // chunk_size - 1 or 1  # off by one: chunks come out too long
-    pieces = zip(*(x.chunk(num_chunks, dim=chunk_dim) for x in xs), strict=True)
-    return torch.cat([forward_fn(*p) for p in pieces], dim=chunk_dim)
-
-
-def dropping_the_last_chunk(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    n = xs[0].shape[chunk_dim]
-    starts = range(0, n - chunk_size, chunk_size)  # off by one: stops before the last chunk
-    outs = [forward_fn(*(x.narrow(chunk_dim, s, chunk_size) for x in xs)) for s in starts]
-    return torch.cat(outs, dim=chunk_dim)
-
-
-def chunking_only_the_first_input(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    firsts = xs[0].split(chunk_size, dim=chunk_dim)
-    return torch.cat([forward_fn(f, *xs[1:]) for f in firsts], dim=chunk_dim)
-
-
-def reversed_order(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    if chunk_size == 0:
-        return forward_fn(*xs)
-    pieces = list(zip(*(x.split(chunk_size, dim=chunk_dim) for x in xs), strict=True))
-    return torch.cat([forward_fn(*p) for p in reversed(pieces)], dim=chunk_dim)
-
-
-def crashing_on_zero(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-    num_chunks = xs[0].shape[chunk_dim] // max(chunk_size, 1)  # chunk_size=0 chunks into single positions
-    pieces = zip(*(x.chunk(num_chunks, dim=chunk_dim) for x in xs), strict=True)
-    return torch.cat([forward_fn(*p) for p in pieces], dim=chunk_dim)
-
-
-def test_check_my_chunking_passes_the_reference_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    check_my_chunking(apply_chunking_to_forward)
-    assert capsys.readouterr().out == SUCCESS["my_apply_chunking"]
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (
-            chunking_along_the_wrong_dim,
-            r"chunks of 2 along dim 1: call 0 of forward_fn got a chunk of shape \(2, 8, 3\), expected \(2, "
-            r"2, 3\): slice every input along chunk_dim=1",
-        ),
-        (
-            concatenating_along_dim_0,
-            r"output shape is \(8, 2, 3\), expected \(2, 8, 3\): concatenate the chunk outputs along "
-            r"chunk_dim=1",
-        ),
-        (one_chunk_too_few, r"call 0 of forward_fn got a chunk of shape \(2, 3, 3\), expected \(2, 2, 3\)"),
-        (
-            dropping_the_last_chunk,
-            r"forward_fn was called 3 time\(s\), expected 4 \(8 // chunk_size=2 along chunk_dim=1\)",
-        ),
-        (
-            chunking_only_the_first_input,
-            r"forward_fn got pieces of shapes \(2, 3, 3\) and \(2, 6, 5\) in one call: chunk every input "
-            r"tensor the same way",
-        ),
-        (
-            reversed_order,
-            r"chunks of 2 along dim 1: output: 48 of 48 values differ; first at index \[0, 0, 0\]",
-        ),
-        (
-            crashing_on_zero,
-            r"chunk_size=0 \(no chunking\): call 0 of forward_fn got a chunk of shape \(2, 1, 3\), expected "
-            r"\(2, 8, 3\): chunk_size=0 means no chunking",
-        ),
-    ],
-)
-def test_check_my_chunking_names_what_is_wrong(wrong: Callable[..., torch.Tensor], message: str) -> None:
-    with pytest.raises(CheckFailed, match=message):
-        check_my_chunking(wrong)
-
-
-def test_check_my_chunking_spots_an_unfinished_exercise() -> None:
-    with pytest.raises(ExerciseNotFinished, match="my_apply_chunking"):
-        check_my_chunking(not_started)
-
-
-def test_check_my_chunking_says_when_nothing_is_returned() -> None:
-    def returns_nothing(forward_fn, chunk_size, chunk_dim, *xs):  # type: ignore[no-untyped-def]
-        apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim, *xs)
-
-    with pytest.raises(CheckFailed, match=r"expected a torch\.Tensor, got NoneType"):
-        check_my_chunking(returns_nothing)
 
 
 # ------------------------------------------------------------------------------------------------------------

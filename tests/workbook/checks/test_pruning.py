@@ -5,146 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from reference_impl.pruning import find_pruneable_heads_and_indices, prune_linear_layer
 from reference_impl.pruning_importance import select_heads_to_prune
 from reference_impl.workbook.checks._core import CheckFailed, ExerciseNotFinished
 from reference_impl.workbook.checks.pruning import (
     check_heads_to_prune,
-    check_kept_indices,
-    check_prune_linear,
 )
 
 
 def _not_started(*args, **kwargs):
     raise NotImplementedError
-
-
-# ---------------------------------------------------------------- kept indices
-
-
-def kept_reference(heads, n_heads, head_size, already):
-    return find_pruneable_heads_and_indices(heads, n_heads, head_size, already)[1]
-
-
-def kept_without_shift(heads, n_heads, head_size, already):
-    mask = torch.ones(n_heads, head_size)
-    for head in set(heads) - already:
-        if head < n_heads:
-            mask[head] = 0  # original number used as position: wrong once heads were pruned
-    return torch.arange(n_heads * head_size)[mask.view(-1).eq(1)]
-
-
-def kept_unsorted(heads, n_heads, head_size, already):
-    return kept_reference(heads, n_heads, head_size, already).flip(0)
-
-
-def kept_the_removed_ones(heads, n_heads, head_size, already):
-    kept = set(kept_reference(heads, n_heads, head_size, already).tolist())
-    return torch.tensor([j for j in range(n_heads * head_size) if j not in kept])
-
-
-def test_check_kept_indices_passes_the_reference(capsys) -> None:
-    check_kept_indices(kept_reference)
-    assert capsys.readouterr().out == "✅ kept indices: all checks passed\n"
-
-
-def test_check_kept_indices_accepts_a_list() -> None:
-    check_kept_indices(lambda *a: kept_reference(*a).tolist())
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (
-            kept_without_shift,
-            r"already_pruned=\[1\].*head h now sits at position h minus the pruned heads below it",
-        ),
-        (kept_unsorted, r"the right indices in the wrong order .* return them ascending"),
-        (
-            kept_the_removed_ones,
-            r"you returned the units to remove \[2, 3\]; return the units to keep \[0, 1, 4, 5\]",
-        ),
-        (lambda *a: kept_reference(*a).float(), r"dtype is torch.float32; return integer positions"),
-    ],
-    ids=["indices not shifted", "unsorted", "removed instead of kept", "float"],
-)
-def test_check_kept_indices_names_the_mistake(wrong, message) -> None:
-    with pytest.raises(CheckFailed, match=message):
-        check_kept_indices(wrong)
-
-
-def test_check_kept_indices_unfinished() -> None:
-    with pytest.raises(ExerciseNotFinished, match="kept indices"):
-        check_kept_indices(_not_started)
-
-
-# ---------------------------------------------------------------- prune a Linear
-
-
-def prune_keeping_bias_whole(layer, index, dim):
-    new = nn.Linear(*reversed(layer.weight.index_select(dim, index).shape), bias=layer.bias is not None)
-    new = new.to(layer.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(layer.weight.index_select(dim, index))
-        if layer.bias is not None:
-            new.bias = nn.Parameter(layer.bias.detach().clone())  # wrong for dim=0: the bias is not sliced
-    return new
-
-
-def prune_slicing_bias_always(layer, index, dim):
-    new = prune_linear_layer(layer, index, dim)
-    if layer.bias is not None and dim == 1:
-        new.bias = nn.Parameter(
-            layer.bias.detach()[index].clone()
-        )  # the "bias kept when pruning columns" mistake
-    return new
-
-
-def prune_losing_dtype(layer, index, dim):
-    return prune_linear_layer(layer, index, dim).float()  # what transformers' version does to bf16
-
-
-def prune_in_place(layer, index, dim):
-    with torch.no_grad():
-        layer.weight.mul_(1.0).add_(0.5)
-    return prune_linear_layer(layer, index, dim)
-
-
-def prune_wrong_dim(layer, index, dim):
-    return (
-        prune_linear_layer(layer, index, 1 - dim) if layer.weight.shape[1 - dim] > int(index.max()) else None
-    )
-
-
-def test_check_prune_linear_passes_the_reference(capsys) -> None:
-    check_prune_linear(prune_linear_layer)
-    assert capsys.readouterr().out == "✅ prune a Linear: all checks passed\n"
-
-
-@pytest.mark.parametrize(
-    ("wrong", "message"),
-    [
-        (
-            prune_keeping_bias_whole,
-            r"dim=0: bias kept whole \(shape \(4,\)\) when pruning rows.*bias\[index\]",
-        ),
-        (prune_slicing_bias_always, r"dim=1: bias sliced \(shape \(3,\)\) when pruning columns.*stays whole"),
-        (prune_losing_dtype, r"bfloat16.*weight: dtype is torch.float32, expected torch.bfloat16"),
-        (prune_in_place, r"the original layer's weight was changed"),
-        (prune_wrong_dim, r"dim=0: weight: shape is \(4, 3\), expected \(3, 6\)"),
-    ],
-    ids=["bias whole on rows", "bias sliced on columns", "dtype lost", "original changed", "wrong dim"],
-)
-def test_check_prune_linear_names_the_mistake(wrong, message) -> None:
-    with pytest.raises(CheckFailed, match=message):
-        check_prune_linear(wrong)
-
-
-def test_check_prune_linear_unfinished() -> None:
-    with pytest.raises(ExerciseNotFinished, match="prune a Linear"):
-        check_prune_linear(_not_started)
 
 
 # ---------------------------------------------------------------- heads to prune
